@@ -1,0 +1,1 @@
+//! tandem benchmarks: criterion micro-benchmarks and lab macro benchmarks

@@ -1,0 +1,1 @@
+//! tandem management plane: config, hardware profiles, tandemd and tandemctl

@@ -1,0 +1,1 @@
+//! tandem traffic generator and sink: sequence numbers, timestamps, loss, gaps, latency
