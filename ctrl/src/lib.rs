@@ -1,1 +1,15 @@
-//! tandem management plane: config, hardware profiles, tandemd and tandemctl
+//! tandem management plane: unit config and hardware profiles, the operator
+//! API (control socket server and client, text rendering), backend
+//! selection, and the tandemd wiring; builds `tandemd` and `tandemctl`.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod problem;
+pub mod profile;
+pub mod render;
+pub mod select;
+pub mod sysfs;
+
+#[cfg(any(test, feature = "testutils"))]
+pub mod testutil;

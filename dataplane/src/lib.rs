@@ -1,1 +1,45 @@
-//! tandem data path: forwarding pipeline, ARP and route tables, pinned batch run loop
+//! tandem data path: the routed forwarder (ARP, longest-prefix-match routes,
+//! TTL/checksum, ICMP), its fixed-capacity tables, and the pinned per-core
+//! batch run loop with its management handle, [`Dataplane`].
+//!
+//! Layers, bottom up:
+//! * [`route`], [`arp`]: preallocated tables, sans-IO.
+//! * [`forward::Forwarder`]: one worker's routed data path over frames lent
+//!   by a `tandem_io::Backend`; time is an argument, nothing allocates.
+//! * [`tx::TxBatches`]: per-port transmit batches.
+//! * [`worker`]: the batch loop ([`worker::BatchLoop`]) and the pinned
+//!   thread around it.
+//! * [`Dataplane`]: starts workers, talks to them over bounded queues,
+//!   reads their counters.
+#![forbid(unsafe_code)]
+
+pub mod arp;
+pub mod config;
+pub mod counters;
+pub mod forward;
+mod handle;
+pub mod route;
+pub mod time;
+pub mod tx;
+pub mod worker;
+
+pub use arp::{ArpRecord, ArpState};
+pub use config::{
+    ArpTimers, ConfigError, DataplaneConfig, IdleStrategy, InterfaceConfig, RouteConfig, RunConfig,
+    TableSizes, MAX_BATCH,
+};
+pub use counters::{CounterSnapshot, Counters, SharedCounters};
+pub use forward::Forwarder;
+pub use handle::{ArpEntry, Dataplane, StartError, WorkerSpec};
+pub use route::{RouteEntry, RouteKind};
+pub use time::Timestamp;
+pub use tx::TxBatches;
+pub use worker::BatchLoop;
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}

@@ -16,9 +16,13 @@
 //! This is the only crate of tandem with `unsafe`; it lives in the
 //! kernel-facing modules, each block with a `// SAFETY:` comment.
 
+#[cfg(target_os = "linux")]
+pub mod afxdp;
 pub mod mem;
 pub mod pool;
 pub mod region;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 use std::time::Duration;
 
@@ -26,9 +30,11 @@ use std::time::Duration;
 /// were given when the backend was opened.
 pub type PortId = usize;
 
-/// A frame lent to the caller: `addr` is the offset of the frame's slot in
-/// the backend's frame memory (the UMEM address for AF_XDP), `len` the
-/// number of valid bytes from the start of the slot.
+/// A frame lent to the caller: `addr` is where the frame's first byte sits
+/// in the backend's frame memory (the UMEM address for AF_XDP), which may be
+/// inside its slot (AF_XDP receive descriptors carry headroom); `len` is the
+/// number of valid bytes from `addr`. `frame_mut(f)` starts at the same byte
+/// as `frame(f)` and runs to the end of the slot.
 ///
 /// `Frame` is `Copy` so that batches are plain arrays; the ownership rule is
 /// by contract: after `tx_burst` accepted it or `free` took it, the caller

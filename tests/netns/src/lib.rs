@@ -9,6 +9,10 @@
 //! which every constructor calls once per process.
 //!
 //! Addresses are in 198.18.0.0/15 only (RFC 2544 benchmarking space).
+//!
+//! On top of the fixture: [`topology`] builds the gateway and HA-pair labs
+//! with their address plan, [`daemon`] runs processes inside namespaces with
+//! logs and guaranteed termination, and [`wait_until`] polls with a deadline.
 
 use std::fs::File;
 use std::io;
@@ -16,6 +20,13 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
+use std::time::Duration;
+
+pub mod daemon;
+pub mod topology;
+
+pub use daemon::{log_dir, wait_for, wait_until, Daemon};
+pub use topology::{addr, ensure_tool, GatewayLab, PairLab};
 
 /// Prefix of every namespace the lab creates.
 pub const PREFIX: &str = "td";
@@ -33,6 +44,14 @@ pub enum LabError {
     #[error("namespace {ns}: {source}")]
     Setns {
         ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout { what: String, waited: Duration },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
         #[source]
         source: io::Error,
     },
@@ -85,8 +104,21 @@ pub fn ip(args: &[&str]) -> Result<Output, LabError> {
     run(Command::new("ip").args(args))
 }
 
-/// Remove namespaces left by lab runs whose process no longer exists.
+/// Remove namespaces (and log directories) left by lab runs whose process
+/// no longer exists.
 pub fn sweep_stale() {
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(pid) = name.strip_prefix(daemon::LOG_DIR_PREFIX) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let Ok(dir) = std::fs::read_dir("/var/run/netns") else {
         return;
     };

@@ -1,0 +1,374 @@
+//! The operator API between tandemctl and tandemd: commands, the wire
+//! protocol, and the structured data each command returns.
+//!
+//! Protocol: a Unix stream socket (mode 0600) carrying newline-delimited
+//! JSON. Each request is one line `{"cmd":"show interface"}`; each response
+//! one line, `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`. A
+//! connection may carry any number of requests in sequence. The daemon
+//! returns data only; tandemctl renders it ([`crate::render`]) or prints
+//! the JSON (`--json`), so scripts and the text view see the same facts.
+//!
+//! Commands are words parsed into [`Command`]; like an appliance CLI, each
+//! word may be abbreviated to a unique prefix (`sh int`). A later command
+//! (`show failover`, `failover active group 1`) is one more row in
+//! [`COMMANDS`] plus a variant, and the server needs no change.
+
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request or response line accepted, in bytes.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// An operator command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Command {
+    ShowInterface,
+    ShowRoute,
+    ShowArp,
+    ShowCounters,
+    ShowVersion,
+}
+
+/// Every command with its words, in help order.
+pub const COMMANDS: &[(&str, Command, &str)] = &[
+    (
+        "show interface",
+        Command::ShowInterface,
+        "interfaces: device, MAC, address, MTU, link state",
+    ),
+    (
+        "show route",
+        Command::ShowRoute,
+        "the route table: connected and static routes",
+    ),
+    (
+        "show arp",
+        Command::ShowArp,
+        "the ARP table of every worker",
+    ),
+    (
+        "show counters",
+        Command::ShowCounters,
+        "frame, ARP and drop counters per worker",
+    ),
+    (
+        "show version",
+        Command::ShowVersion,
+        "version, unit, profile, packet I/O backend, uptime",
+    ),
+];
+
+/// A command line that is not a command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("empty command; commands: {}", command_list())]
+    Empty,
+    #[error("unknown command \"{input}\"; commands: {}", command_list())]
+    Unknown { input: String },
+    #[error("ambiguous command \"{input}\": could be {}", candidates.join(", "))]
+    Ambiguous {
+        input: String,
+        candidates: Vec<String>,
+    },
+}
+
+fn command_list() -> String {
+    COMMANDS
+        .iter()
+        .map(|(w, _, _)| *w)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Command {
+    /// Parse command words; each may be a unique prefix (`sh int`).
+    pub fn parse(line: &str) -> Result<Command, CommandError> {
+        parse_in(COMMANDS, line)
+    }
+
+    /// The command's full words (`show interface`).
+    pub fn words(self) -> &'static str {
+        COMMANDS
+            .iter()
+            .find(|(_, c, _)| *c == self)
+            .map(|(w, _, _)| *w)
+            .unwrap_or("?")
+    }
+}
+
+/// [`Command::parse`] over a given table: an exact match wins, otherwise
+/// every word must be a prefix of the command's word and only one command
+/// may match.
+fn parse_in(table: &[(&'static str, Command, &str)], line: &str) -> Result<Command, CommandError> {
+    let input: Vec<String> = line.split_whitespace().map(str::to_lowercase).collect();
+    if input.is_empty() {
+        return Err(CommandError::Empty);
+    }
+    let matches = |exact: bool| -> Vec<(&'static str, Command)> {
+        table
+            .iter()
+            .filter(|(words, _, _)| {
+                let words: Vec<&str> = words.split(' ').collect();
+                words.len() == input.len()
+                    && words.iter().zip(&input).all(|(w, i)| {
+                        if exact {
+                            w == i
+                        } else {
+                            w.starts_with(i.as_str())
+                        }
+                    })
+            })
+            .map(|(w, c, _)| (*w, *c))
+            .collect()
+    };
+    if let [(_, c)] = matches(true)[..] {
+        return Ok(c);
+    }
+    match &matches(false)[..] {
+        [] => Err(CommandError::Unknown {
+            input: input.join(" "),
+        }),
+        [(_, c)] => Ok(*c),
+        many => Err(CommandError::Ambiguous {
+            input: input.join(" "),
+            candidates: many.iter().map(|(w, _)| w.to_string()).collect(),
+        }),
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.words())
+    }
+}
+
+/// One request line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub cmd: String,
+}
+
+/// One response line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        match serde_json::to_value(data) {
+            Ok(v) => Response {
+                ok: true,
+                data: Some(v),
+                error: None,
+            },
+            Err(e) => Response::error(format!("cannot encode the answer: {e}")),
+        }
+    }
+
+    pub fn error(msg: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            data: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// `show interface`: one per configured interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceView {
+    /// The nameif (`outside`).
+    pub name: String,
+    /// The Linux device (`out0`).
+    pub device: String,
+    /// `02:00:00:00:00:01`.
+    pub mac: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mtu: u16,
+    /// Device administratively up (IFF_UP), when known.
+    pub admin_up: Option<bool>,
+    /// Carrier / operational state up, when known.
+    pub link_up: Option<bool>,
+}
+
+/// `show route`: connected routes first, then static, as the table holds them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    /// `connected` or `static`.
+    pub kind: String,
+    pub prefix: Ipv4Addr,
+    pub prefix_len: u8,
+    pub next_hop: Option<Ipv4Addr>,
+    /// Egress interface nameif.
+    pub interface: String,
+}
+
+/// `show arp`: the workers' ARP tables merged (per interface and address the
+/// most recently confirmed entry), sorted by interface then address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArpView {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    /// `None` while incomplete.
+    pub mac: Option<String>,
+    /// `incomplete`, `reachable` or `stale`.
+    pub state: String,
+    /// Milliseconds since last confirmed (since created, when incomplete).
+    pub age_ms: u64,
+}
+
+/// `show counters`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersView {
+    /// Counter names in display order (the order the data plane declares them).
+    pub names: Vec<String>,
+    pub workers: Vec<WorkerCounters>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    pub worker: usize,
+    pub core: Option<usize>,
+    pub backend: String,
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// `show version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub version: String,
+    pub unit: String,
+    pub config: String,
+    pub profile: String,
+    /// Where the profile was read from (a path, or `built-in NAME`).
+    pub profile_source: String,
+    /// The backend in use (`afxdp-copy`, `io_uring`, ...).
+    pub backend: String,
+    /// `unit.backend` as configured (`auto`, `afxdp`, `io_uring`).
+    pub backend_choice: String,
+    /// Why this backend (what was tried and what failed).
+    pub backend_reason: String,
+    pub management_core: usize,
+    pub worker_cores: Vec<usize>,
+    pub uptime_s: u64,
+}
+
+/// What the daemon answers from; the server calls it on the management
+/// thread's behalf. Tests implement it with fixed data.
+pub trait ControlSource {
+    fn version(&self) -> VersionView;
+    fn interfaces(&self) -> Vec<InterfaceView>;
+    fn routes(&self) -> Vec<RouteView>;
+    fn arp(&self) -> Vec<ArpView>;
+    fn counters(&self) -> CountersView;
+}
+
+/// Answer one command from `src`.
+pub fn execute(src: &dyn ControlSource, cmd: Command) -> Response {
+    match cmd {
+        Command::ShowInterface => Response::ok(src.interfaces()),
+        Command::ShowRoute => Response::ok(src.routes()),
+        Command::ShowArp => Response::ok(src.arp()),
+        Command::ShowCounters => Response::ok(src.counters()),
+        Command::ShowVersion => Response::ok(src.version()),
+    }
+}
+
+/// `02:00:00:00:00:01`.
+pub fn fmt_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parse `02:00:00:00:00:01` (as in /sys/class/net/DEV/address).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_with_unique_prefixes() {
+        let cases: &[(&str, Result<Command, &str>)] = &[
+            ("show interface", Ok(Command::ShowInterface)),
+            ("  SHOW   Route ", Ok(Command::ShowRoute)),
+            ("sh int", Ok(Command::ShowInterface)),
+            ("sh ar", Ok(Command::ShowArp)),
+            ("s c", Ok(Command::ShowCounters)),
+            ("show ver", Ok(Command::ShowVersion)),
+            ("", Err("empty command; commands: show interface, show route, show arp, show counters, show version")),
+            ("show bogus", Err("unknown command \"show bogus\"; commands: show interface, show route, show arp, show counters, show version")),
+            ("show interface extra", Err("unknown command \"show interface extra\"; commands: show interface, show route, show arp, show counters, show version")),
+            ("show", Err("unknown command \"show\"; commands: show interface, show route, show arp, show counters, show version")),
+        ];
+        for (line, want) in cases {
+            let got = Command::parse(line).map_err(|e| e.to_string());
+            assert_eq!(got, want.map_err(str::to_string), "{line:?}");
+        }
+        for (words, c, _) in COMMANDS {
+            assert_eq!(c.words(), *words);
+            assert_eq!(Command::parse(words), Ok(*c));
+        }
+    }
+
+    #[test]
+    fn ambiguous_prefix_lists_candidates_and_exact_match_wins() {
+        let table: &[(&'static str, Command, &str)] = &[
+            ("show counters", Command::ShowCounters, ""),
+            ("show config", Command::ShowVersion, ""),
+            ("show arp", Command::ShowArp, ""),
+            ("show arpx", Command::ShowRoute, ""),
+        ];
+        assert_eq!(
+            parse_in(table, "sh co").unwrap_err().to_string(),
+            "ambiguous command \"sh co\": could be show counters, show config"
+        );
+        assert_eq!(parse_in(table, "sh cou"), Ok(Command::ShowCounters));
+        assert_eq!(parse_in(table, "show arp"), Ok(Command::ShowArp));
+        assert!(parse_in(table, "show ar").is_err());
+    }
+
+    #[test]
+    fn response_json_shape() {
+        let ok = serde_json::to_string(&Response::ok(vec![1, 2])).unwrap();
+        assert_eq!(ok, r#"{"ok":true,"data":[1,2]}"#);
+        let err = serde_json::to_string(&Response::error("nope")).unwrap();
+        assert_eq!(err, r#"{"ok":false,"error":"nope"}"#);
+    }
+
+    #[test]
+    fn macs() {
+        let m = [0x02, 0, 0, 0xab, 0xcd, 0xef];
+        assert_eq!(fmt_mac(m), "02:00:00:ab:cd:ef");
+        assert_eq!(parse_mac("02:00:00:ab:cd:ef\n"), Some(m));
+        assert_eq!(parse_mac("02:00:00:ab:cd"), None);
+        assert_eq!(parse_mac("02:00:00:ab:cd:ef:00"), None);
+        assert_eq!(parse_mac("zz:00:00:ab:cd:ef"), None);
+    }
+}

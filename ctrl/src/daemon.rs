@@ -1,0 +1,668 @@
+//! tandemd's start, run and stop: the order things happen in, and the
+//! management thread's loop that answers the control socket.
+//!
+//! Start order (nothing touches an interface before step 4):
+//! 1. SIGINT/SIGTERM handlers, so a signal during start-up still shuts down
+//!    cleanly;
+//! 2. load and validate the config and its hardware profile (exit 2; with
+//!    `--check`, print "config OK" and exit 0 here);
+//! 3. check the devices exist, the profile fits the machine (cores, memory,
+//!    device queues), read each device's MAC (exit 2);
+//! 4. bind the control socket — before opening any backend, so a second
+//!    tandemd for the same unit stops here instead of touching the first
+//!    one's interfaces (exit 1);
+//! 5. open the backend of every worker (`unit.backend`, see [`crate::select`])
+//!    and start the data plane, which also sends the gratuitous ARP burst
+//!    for every owned address (exit 1);
+//! 6. serve commands until a signal; then stop the control server (removing
+//!    the socket), stop and join the workers (dropping their backends), and
+//!    drop the XDP attachments (detaching the program). Exit 0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tandem_dataplane::{
+    ArpTimers, Counters, Dataplane, DataplaneConfig, IdleStrategy, InterfaceConfig, RouteConfig,
+    RunConfig, TableSizes, WorkerSpec,
+};
+use tandem_io::afxdp::{AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
+use tandem_io::uring::UringBackend;
+use tandem_io::{Backend, FrameConfig};
+
+use crate::api::server::{ControlServer, Handler, ServerError};
+use crate::api::{
+    self, ArpView, Command, ControlSource, CountersView, InterfaceView, Response, RouteView,
+    VersionView, WorkerCounters,
+};
+use crate::config::{self, ConfigError, Loaded, UnitConfig, XdpModeChoice, ZeroCopyChoice};
+use crate::profile::{format_cores, FitError, HwProfile, Idle, MachineInfo, ProfileSearch};
+use crate::select::{self, BackendKind, Opened, SelectError};
+use crate::sysfs::SysNet;
+
+/// How long a control request waits for the management thread.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `show arp` waits for the workers' tables.
+const ARP_SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// tandemd's command line, already parsed.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub config: PathBuf,
+    pub profile_dir: Option<PathBuf>,
+    pub check: bool,
+}
+
+/// Why tandemd stopped with an error. [`DaemonError::exit_code`]: 2 for a
+/// config that cannot run here (fix the file or the machine), 1 for a
+/// failure while starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("config {config}: {key}: device \"{device}\" {why}")]
+    Device {
+        config: String,
+        key: String,
+        device: String,
+        why: String,
+    },
+    #[error("hardware profile {profile} does not fit this machine:\n{source}")]
+    Fit {
+        profile: String,
+        #[source]
+        source: FitError,
+    },
+    #[error("reading the machine: {0}")]
+    Machine(std::io::Error),
+    #[error("cannot install SIGINT/SIGTERM handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Control(#[from] ServerError),
+    #[error(transparent)]
+    Backend(#[from] SelectError),
+    #[error("starting the data plane: {0}")]
+    Start(#[from] tandem_dataplane::StartError),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Device { .. } | DaemonError::Fit { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Frame memory and rings of one worker's backend, from the profile.
+pub fn frame_config(p: &HwProfile) -> FrameConfig {
+    FrameConfig {
+        frame_count: p.frames.frame_count,
+        frame_size: p.frames.frame_size,
+        ring_size: p.frames.ring_size,
+        huge_pages: p.frames.huge_pages,
+    }
+}
+
+/// What the data plane is started with: the validated config, the profile's
+/// per-worker capacities and run loop, and each device's MAC (in interface
+/// order). Pure, so the mapping is unit-tested.
+pub fn dataplane_config(cfg: &UnitConfig, p: &HwProfile, macs: &[[u8; 6]]) -> DataplaneConfig {
+    let t = &p.tables;
+    let idle = match p.run.idle {
+        Idle::BusyPoll => IdleStrategy::BusyPoll,
+        Idle::SpinThenBlock => IdleStrategy::SpinThenBlock {
+            spin: Duration::from_micros(p.run.spin_us.unwrap_or(0)),
+            block: Duration::from_millis(p.run.block_ms.unwrap_or(1)),
+        },
+    };
+    DataplaneConfig {
+        interfaces: cfg
+            .interfaces
+            .iter()
+            .zip(macs)
+            .map(|(i, mac)| InterfaceConfig {
+                name: i.name.clone(),
+                mac: *mac,
+                addr: i.address,
+                prefix_len: i.prefix_len,
+                mtu: i.mtu,
+            })
+            .collect(),
+        routes: cfg
+            .routes
+            .iter()
+            .map(|r| RouteConfig {
+                prefix: r.destination,
+                prefix_len: r.prefix_len,
+                next_hop: r.gateway,
+                interface: r.interface,
+            })
+            .collect(),
+        tables: TableSizes {
+            arp: t.arp as usize,
+            routes: t.routes as usize,
+            arp_pending: t.arp_pending as usize,
+            arp_pending_per_hop: t.arp_pending_per_hop as usize,
+        },
+        arp: ArpTimers {
+            reachable: cfg.arp.reachable,
+            retry: cfg.arp.retry,
+            max_retries: cfg.arp.max_retries,
+            garp_count: cfg.arp.gratuitous_count,
+            garp_interval: cfg.arp.gratuitous_interval,
+        },
+        run: RunConfig {
+            batch: p.run.batch as usize,
+            idle,
+            tx_flush: Duration::from_micros(p.run.tx_flush_us),
+        },
+    }
+}
+
+fn xdp_mode(c: XdpModeChoice) -> XdpMode {
+    match c {
+        XdpModeChoice::Auto => XdpMode::Auto,
+        XdpModeChoice::Native => XdpMode::Native,
+        XdpModeChoice::Generic => XdpMode::Generic,
+    }
+}
+
+fn zero_copy(c: ZeroCopyChoice) -> ZeroCopy {
+    match c {
+        ZeroCopyChoice::Auto => ZeroCopy::Auto,
+        ZeroCopyChoice::Required => ZeroCopy::Required,
+        ZeroCopyChoice::Off => ZeroCopy::Off,
+    }
+}
+
+/// The opened backends of all workers. Field order is drop order: worker
+/// sockets close before the XDP programs detach.
+pub struct Backends {
+    pub workers: Vec<Box<dyn Backend>>,
+    pub attachments: Vec<XdpAttachment>,
+}
+
+/// Attach tandem's XDP program to every device, then one AF_XDP backend per
+/// worker (worker i binds queue i of every device). On any error everything
+/// opened so far is dropped (sockets, then attachments) before returning.
+fn open_afxdp(cfg: &UnitConfig, p: &HwProfile) -> Result<Opened<Backends>, String> {
+    let devices = cfg.devices();
+    let frames = frame_config(p);
+    let mut attachments = Vec::with_capacity(devices.len());
+    for d in &devices {
+        attachments.push(
+            XdpAttachment::attach(d, xdp_mode(cfg.unit.xdp_mode)).map_err(|e| e.to_string())?,
+        );
+    }
+    let mut workers: Vec<Box<dyn Backend>> = Vec::with_capacity(p.cores.workers.len());
+    for w in 0..p.cores.workers.len() {
+        let ports: Vec<(&XdpAttachment, u32)> = attachments.iter().map(|a| (a, w as u32)).collect();
+        let b = AfXdpBackend::open(&ports, &frames, zero_copy(cfg.unit.zero_copy))
+            .map_err(|e| format!("worker {w} (queue {w}): {e}"))?;
+        workers.push(Box::new(b));
+    }
+    let modes: Vec<String> = attachments
+        .iter()
+        .map(|a| format!("{} {:?}", a.ifname(), a.mode()).to_lowercase())
+        .collect();
+    let name = workers.first().map(|b| b.name()).unwrap_or("afxdp");
+    Ok(Opened {
+        detail: format!(
+            "as {name} on {} (XDP mode: {})",
+            devices.join(", "),
+            modes.join(", ")
+        ),
+        value: Backends {
+            workers,
+            attachments,
+        },
+    })
+}
+
+/// One io_uring/AF_PACKET backend per worker; with several workers their
+/// sockets share a PACKET_FANOUT group so each frame goes to one worker.
+fn open_uring(cfg: &UnitConfig, p: &HwProfile) -> Result<Opened<Backends>, String> {
+    let devices = cfg.devices();
+    let frames = frame_config(p);
+    let n = p.cores.workers.len();
+    // Fanout ids are per network namespace; the pid keeps two units in one
+    // namespace apart.
+    let fanout = (n > 1).then(|| (std::process::id() & 0xffff) as u16);
+    let mut workers: Vec<Box<dyn Backend>> = Vec::with_capacity(n);
+    for w in 0..n {
+        let b = UringBackend::open(&devices, &frames, fanout)
+            .map_err(|e| format!("worker {w}: {e}"))?;
+        workers.push(Box::new(b));
+    }
+    Ok(Opened {
+        detail: format!(
+            "on {}{}",
+            devices.join(", "),
+            if fanout.is_some() {
+                " (PACKET_FANOUT across workers)"
+            } else {
+                ""
+            }
+        ),
+        value: Backends {
+            workers,
+            attachments: Vec::new(),
+        },
+    })
+}
+
+/// Messages to the management thread.
+enum Msg {
+    Command(Command, Sender<Response>),
+    Signal(i32),
+}
+
+/// The management thread's view of the running unit, answering commands.
+struct Unit<'a> {
+    loaded: &'a Loaded,
+    dp: &'a Dataplane,
+    macs: &'a [[u8; 6]],
+    sys: SysNet,
+    backend: String,
+    backend_reason: String,
+    started: Instant,
+}
+
+impl ControlSource for Unit<'_> {
+    fn version(&self) -> VersionView {
+        let p = &self.loaded.profile;
+        VersionView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            unit: self.loaded.config.unit.name.clone(),
+            config: self.loaded.path.display().to_string(),
+            profile: p.name().to_string(),
+            profile_source: self.loaded.profile_source.to_string(),
+            backend: self.backend.clone(),
+            backend_choice: self.loaded.config.unit.backend.to_string(),
+            backend_reason: self.backend_reason.clone(),
+            management_core: p.cores.management,
+            worker_cores: p.cores.workers.clone(),
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+
+    fn interfaces(&self) -> Vec<InterfaceView> {
+        self.loaded
+            .config
+            .interfaces
+            .iter()
+            .zip(self.macs)
+            .map(|(i, mac)| InterfaceView {
+                name: i.name.clone(),
+                device: i.device.clone(),
+                mac: api::fmt_mac(*mac),
+                address: i.address,
+                prefix_len: i.prefix_len,
+                mtu: i.mtu,
+                admin_up: self.sys.admin_up(&i.device),
+                link_up: self.sys.link_up(&i.device),
+            })
+            .collect()
+    }
+
+    fn routes(&self) -> Vec<RouteView> {
+        self.dp
+            .routes()
+            .into_iter()
+            .map(|r| RouteView {
+                kind: serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                prefix: r.prefix,
+                prefix_len: r.prefix_len,
+                next_hop: r.next_hop,
+                interface: r.interface,
+            })
+            .collect()
+    }
+
+    fn arp(&self) -> Vec<ArpView> {
+        self.dp
+            .arp_table(ARP_SNAPSHOT_TIMEOUT)
+            .into_iter()
+            .map(|e| {
+                let incomplete = e.mac == "00:00:00:00:00:00";
+                ArpView {
+                    interface: e.interface,
+                    address: e.ip,
+                    mac: (!incomplete).then_some(e.mac),
+                    state: e.state.to_string(),
+                    age_ms: e.age_ms,
+                }
+            })
+            .collect()
+    }
+
+    fn counters(&self) -> CountersView {
+        CountersView {
+            names: Counters::NAMES.iter().map(|n| n.to_string()).collect(),
+            workers: self
+                .dp
+                .counters()
+                .into_iter()
+                .map(|s| WorkerCounters {
+                    worker: s.worker,
+                    core: s.core,
+                    backend: s.backend.clone(),
+                    counters: s
+                        .counters()
+                        .fields()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Run tandemd until a signal; returns the process exit code.
+pub fn run(opts: &Options) -> i32 {
+    match run_inner(opts) {
+        Ok(()) => 0,
+        Err(e) => {
+            // Multi-line errors (every config problem) read better plain
+            // than as one log record.
+            eprintln!("tandemd: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run_inner(opts: &Options) -> Result<(), DaemonError> {
+    // 1. Signals first: a SIGTERM during start-up queues a shutdown that the
+    // management loop handles as soon as it runs.
+    let (tx, rx) = bounded::<Msg>(64);
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DaemonError::Signals)?;
+    let signal_handle = signals.handle();
+    {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if tx.send(Msg::Signal(sig)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(DaemonError::Signals)?;
+    }
+
+    // 2. Config and profile, validated entirely.
+    let search = ProfileSearch::from_env(opts.profile_dir.as_deref());
+    let loaded = config::load(&opts.config, &search)?;
+    let cfg = &loaded.config;
+    let profile = &loaded.profile;
+    if opts.check {
+        println!(
+            "config OK: unit {} with {} interfaces, {} static routes, profile {} ({})",
+            cfg.unit.name,
+            cfg.interfaces.len(),
+            cfg.routes.len(),
+            profile.name(),
+            loaded.profile_source
+        );
+        return Ok(());
+    }
+    tracing::info!(
+        config = %loaded.path.display(),
+        unit = %cfg.unit.name,
+        profile = profile.name(),
+        profile_source = %loaded.profile_source,
+        "config loaded"
+    );
+
+    // 3. The machine: devices, profile fit, MACs.
+    let sys = SysNet::default();
+    let origin = loaded.path.display().to_string();
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        if !sys.exists(&ifc.device) {
+            return Err(DaemonError::Device {
+                config: origin.clone(),
+                key: format!("interface[{i}] \"{}\"", ifc.name),
+                device: ifc.device.clone(),
+                why: "does not exist (see `ip link`)".into(),
+            });
+        }
+    }
+    let machine = MachineInfo::probe(&cfg.devices()).map_err(DaemonError::Machine)?;
+    profile
+        .fits_machine(&machine)
+        .map_err(|source| DaemonError::Fit {
+            profile: profile.name().to_string(),
+            source,
+        })?;
+    let mut macs = Vec::with_capacity(cfg.interfaces.len());
+    for (i, ifc) in cfg.interfaces.iter().enumerate() {
+        let mac = sys.mac(&ifc.device).map_err(|why| DaemonError::Device {
+            config: origin.clone(),
+            key: format!("interface[{i}] \"{}\"", ifc.name),
+            device: ifc.device.clone(),
+            why,
+        })?;
+        if let Some(dev_mtu) = sys.mtu(&ifc.device) {
+            if dev_mtu < u32::from(ifc.mtu) {
+                tracing::warn!(
+                    interface = %ifc.name,
+                    device = %ifc.device,
+                    "configured mtu {} is above the device's mtu {dev_mtu}; larger frames will not pass the device",
+                    ifc.mtu
+                );
+            }
+        }
+        macs.push(mac);
+    }
+    tracing::info!(
+        management_core = profile.cores.management,
+        worker_cores = %format_cores(&profile.cores.workers),
+        memory = %crate::profile::human_bytes(profile.memory_bytes()),
+        "hardware profile fits this machine"
+    );
+    // 4. The control socket, before any interface is touched.
+    let handler: Handler = {
+        let tx = tx.clone();
+        Arc::new(move |cmd: Command| {
+            let (rtx, rrx) = bounded(1);
+            if tx
+                .send_timeout(Msg::Command(cmd, rtx), COMMAND_TIMEOUT)
+                .is_err()
+            {
+                return Response::error("tandemd's management thread is busy; retry");
+            }
+            rrx.recv_timeout(COMMAND_TIMEOUT).unwrap_or_else(|_| {
+                Response::error(format!(
+                    "tandemd did not answer `{cmd}` within {}s",
+                    COMMAND_TIMEOUT.as_secs()
+                ))
+            })
+        })
+    };
+    let server = ControlServer::bind(&cfg.unit.control_socket, handler)?;
+    tracing::info!(socket = %server.path().display(), "control socket ready");
+
+    // 5. Backends and data plane.
+    let selected = select::select(cfg.unit.backend, |kind| match kind {
+        BackendKind::AfXdp => open_afxdp(cfg, profile),
+        BackendKind::IoUring => open_uring(cfg, profile),
+    })?;
+    for f in &selected.fallbacks {
+        tracing::warn!("{f}");
+    }
+    tracing::info!(backend = %selected.kind, "packet I/O: {}", selected.reason);
+    let Backends {
+        workers: backends,
+        attachments,
+    } = selected.value;
+    let backend_name = backends
+        .first()
+        .map(|b| b.name())
+        .unwrap_or("?")
+        .to_string();
+    let specs: Vec<WorkerSpec> = backends
+        .into_iter()
+        .zip(&profile.cores.workers)
+        .map(|(backend, core)| WorkerSpec {
+            core: Some(*core),
+            backend,
+        })
+        .collect();
+    let dp = Dataplane::start(dataplane_config(cfg, profile, &macs), specs)?;
+    tracing::info!(
+        workers = profile.cores.workers.len(),
+        gratuitous_arp = cfg.arp.gratuitous_count,
+        "data plane started; gratuitous ARP sent for every owned address"
+    );
+
+    // 6. Serve until a signal.
+    if let Some(core) = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.id == profile.cores.management)
+    {
+        // The management thread (this one) keeps off the worker cores. Pinned
+        // only now: threads spawned by this one inherit its affinity, and
+        // the workers must be free to pin themselves to their cores.
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(core = core.id, "could not pin the management thread");
+        }
+    }
+
+    let unit = Unit {
+        loaded: &loaded,
+        dp: &dp,
+        macs: &macs,
+        sys,
+        backend: backend_name,
+        backend_reason: selected.reason.clone(),
+        started: Instant::now(),
+    };
+    drop(tx);
+    for msg in rx.iter() {
+        match msg {
+            Msg::Command(cmd, reply) => {
+                let _ = reply.send(api::execute(&unit, cmd));
+            }
+            Msg::Signal(sig) => {
+                tracing::info!(
+                    signal = if sig == SIGINT { "SIGINT" } else { "SIGTERM" },
+                    "shutting down"
+                );
+                break;
+            }
+        }
+    }
+    drop(unit);
+    server.shutdown();
+    let last = dp.shutdown();
+    let total = tandem_dataplane::CounterSnapshot::total(&last);
+    tracing::info!(
+        rx = total.rx,
+        tx = total.tx,
+        forwarded = total.forwarded,
+        "workers stopped"
+    );
+    // Dropping the attachments closes the BPF links: the programs detach.
+    drop(attachments);
+    signal_handle.close();
+    tracing::info!("tandemd stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigFile;
+    use crate::profile::SHIPPED;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn dataplane_config_maps_config_and_profile() {
+        let p = HwProfile::parse(SHIPPED[0].1, "lab").unwrap();
+        let text = include_str!("../examples/unit.toml");
+        let cfg = ConfigFile::parse(text, "unit.toml")
+            .unwrap()
+            .validate(&p)
+            .unwrap();
+        let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+        let d = dataplane_config(&cfg, &p, &macs);
+        d.validate().unwrap();
+        assert_eq!(d.interfaces[1].name, "inside");
+        assert_eq!(d.interfaces[1].mac, macs[1]);
+        assert_eq!(d.interfaces[1].addr, Ipv4Addr::new(198, 18, 2, 1));
+        assert_eq!(d.interfaces[1].prefix_len, 24);
+        assert_eq!(d.interfaces[0].mtu, 1500);
+        assert_eq!(
+            d.routes[0],
+            RouteConfig {
+                prefix: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 0,
+                next_hop: Some(Ipv4Addr::new(198, 18, 1, 254)),
+                interface: 0
+            }
+        );
+        assert_eq!(d.routes[1].interface, 1);
+        assert_eq!(
+            d.tables,
+            TableSizes {
+                arp: 1024,
+                routes: 256,
+                arp_pending: 256,
+                arp_pending_per_hop: 8
+            }
+        );
+        assert_eq!(d.arp.garp_count, 3);
+        assert_eq!(d.arp.garp_interval, Duration::from_millis(100));
+        assert_eq!(d.arp.reachable, Duration::from_secs(300));
+        assert_eq!(d.run.batch, 64);
+        assert_eq!(
+            d.run.idle,
+            IdleStrategy::SpinThenBlock {
+                spin: Duration::from_micros(50),
+                block: Duration::from_millis(1)
+            }
+        );
+        assert_eq!(d.run.tx_flush, Duration::from_micros(50));
+        let f = frame_config(&p);
+        assert_eq!(
+            (f.frame_count, f.frame_size, f.ring_size, f.huge_pages),
+            (4096, 2048, 1024, true)
+        );
+    }
+
+    #[test]
+    fn appliance_profiles_busy_poll() {
+        let p = HwProfile::parse(SHIPPED[1].1, "asa-5500x").unwrap();
+        let text = include_str!("../examples/unit.toml");
+        let cfg = ConfigFile::parse(text, "unit.toml")
+            .unwrap()
+            .validate(&p)
+            .unwrap();
+        let d = dataplane_config(&cfg, &p, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        assert_eq!(d.run.idle, IdleStrategy::BusyPoll);
+        d.validate().unwrap();
+    }
+
+    #[test]
+    fn exit_codes() {
+        let fit = DaemonError::Fit {
+            profile: "x".into(),
+            source: FitError { problems: vec![] },
+        };
+        assert_eq!(fit.exit_code(), 2);
+        assert_eq!(
+            DaemonError::Signals(std::io::Error::other("x")).exit_code(),
+            1
+        );
+    }
+}

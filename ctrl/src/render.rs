@@ -1,0 +1,281 @@
+//! Text rendering of the API's structured answers for tandemctl, modelled on
+//! appliance `show` output (ASA-style interface blocks, route codes, dotted
+//! MAC addresses), so operators read what they are used to. `--json`
+//! bypasses this and prints the data as the daemon sent it.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    parse_mac, ArpView, Command, CountersView, InterfaceView, RouteView, VersionView,
+};
+use crate::config::mask;
+use crate::profile::format_cores;
+
+/// Render the `data` of a successful answer to `cmd`.
+pub fn render(cmd: Command, data: &serde_json::Value) -> Result<String, String> {
+    fn decode<T: DeserializeOwned>(cmd: Command, v: &serde_json::Value) -> Result<T, String> {
+        T::deserialize(v).map_err(|e| format!("unexpected answer to `{cmd}` from tandemd: {e}"))
+    }
+    Ok(match cmd {
+        Command::ShowInterface => interfaces(&decode::<Vec<InterfaceView>>(cmd, data)?),
+        Command::ShowRoute => routes(&decode::<Vec<RouteView>>(cmd, data)?),
+        Command::ShowArp => arp(&decode::<Vec<ArpView>>(cmd, data)?),
+        Command::ShowCounters => counters(&decode::<CountersView>(cmd, data)?),
+        Command::ShowVersion => version(&decode::<VersionView>(cmd, data)?),
+    })
+}
+
+/// `0200.0000.0001` (the appliance's dotted form) from `02:00:00:00:00:01`.
+pub fn dotted_mac(mac: &str) -> String {
+    match parse_mac(mac) {
+        Some(m) => format!(
+            "{:02x}{:02x}.{:02x}{:02x}.{:02x}{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        ),
+        None => mac.to_string(),
+    }
+}
+
+fn netmask(prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(mask(prefix_len))
+}
+
+pub fn interfaces(list: &[InterfaceView]) -> String {
+    let mut s = String::new();
+    for i in list {
+        let admin = match i.admin_up {
+            Some(true) => "up",
+            Some(false) => "administratively down",
+            None => "unknown",
+        };
+        let line = match i.link_up {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "unknown",
+        };
+        let _ = writeln!(
+            s,
+            "Interface {} \"{}\", is {admin}, line protocol is {line}",
+            i.device, i.name
+        );
+        let _ = writeln!(
+            s,
+            "        MAC address {}, MTU {}",
+            dotted_mac(&i.mac),
+            i.mtu
+        );
+        let _ = writeln!(
+            s,
+            "        IP address {}, subnet mask {}",
+            i.address,
+            netmask(i.prefix_len)
+        );
+    }
+    if list.is_empty() {
+        s.push_str("No interfaces configured\n");
+    }
+    s
+}
+
+pub fn routes(list: &[RouteView]) -> String {
+    let mut s = String::from("Codes: C - connected, S - static, * - candidate default\n\n");
+    match list
+        .iter()
+        .find(|r| r.prefix_len == 0 && r.next_hop.is_some())
+    {
+        Some(d) => {
+            let _ = writeln!(
+                s,
+                "Gateway of last resort is {} to network 0.0.0.0\n",
+                d.next_hop.unwrap_or(Ipv4Addr::UNSPECIFIED)
+            );
+        }
+        None => s.push_str("Gateway of last resort is not set\n\n"),
+    }
+    for r in list {
+        let mut code = String::from(if r.kind == "connected" { "C" } else { "S" });
+        if r.prefix_len == 0 {
+            code.push('*');
+        }
+        let dest = format!("{} {}", r.prefix, netmask(r.prefix_len));
+        let via = match r.next_hop {
+            Some(g) => format!("via {g}, {}", r.interface),
+            None => format!("is directly connected, {}", r.interface),
+        };
+        let _ = writeln!(s, "{code:<8} {dest} {via}");
+    }
+    s
+}
+
+pub fn arp(list: &[ArpView]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.interface.clone(),
+                e.address.to_string(),
+                e.mac
+                    .as_deref()
+                    .map(dotted_mac)
+                    .unwrap_or_else(|| "-".into()),
+                (e.age_ms / 1000).to_string(),
+                e.state.clone(),
+            ]
+        })
+        .collect();
+    let mut s = table(&rows, &[false, false, false, true, false], "        ");
+    let _ = writeln!(s, "Total number of ARP entries: {}", list.len());
+    s
+}
+
+pub fn counters(v: &CountersView) -> String {
+    let mut s = String::new();
+    for w in &v.workers {
+        let core = w
+            .core
+            .map(|c| format!("core {c}"))
+            .unwrap_or("not pinned".into());
+        let _ = writeln!(s, "Worker {}: {core}, backend {}", w.worker, w.backend);
+    }
+    s.push('\n');
+    let per_worker = v.workers.len() > 1;
+    let mut header = vec!["Counter".to_string(), "Total".to_string()];
+    if per_worker {
+        header.extend(v.workers.iter().map(|w| format!("Worker {}", w.worker)));
+    }
+    let mut rows = vec![header];
+    let mut zero = 0;
+    for name in &v.names {
+        let vals: Vec<u64> = v
+            .workers
+            .iter()
+            .map(|w| w.counters.get(name).copied().unwrap_or(0))
+            .collect();
+        let total: u64 = vals.iter().fold(0u64, |a, b| a.wrapping_add(*b));
+        // Like `show asp drop`: only what happened, plus the two an operator
+        // always looks for.
+        if total == 0 && name != "rx" && name != "tx" {
+            zero += 1;
+            continue;
+        }
+        let mut row = vec![name.clone(), total.to_string()];
+        if per_worker {
+            row.extend(vals.iter().map(u64::to_string));
+        }
+        rows.push(row);
+    }
+    let right: Vec<bool> = (0..rows[0].len()).map(|i| i > 0).collect();
+    s.push_str(&table(&rows, &right, ""));
+    if zero > 0 {
+        let _ = writeln!(
+            s,
+            "({zero} {} at zero not shown; `tandemctl show counters --json` lists all)",
+            if zero == 1 { "counter" } else { "counters" }
+        );
+    }
+    s
+}
+
+pub fn version(v: &VersionView) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "tandem Version {}", v.version);
+    let _ = writeln!(s, "Unit {} up {}", v.unit, uptime(v.uptime_s));
+    let _ = writeln!(s, "Config file: {}", v.config);
+    let _ = writeln!(s, "Hardware profile: {} ({})", v.profile, v.profile_source);
+    let _ = writeln!(
+        s,
+        "Cores: management {}, workers {}",
+        v.management_core,
+        format_cores(&v.worker_cores)
+    );
+    let _ = writeln!(s, "Packet I/O: {}", v.backend);
+    let _ = writeln!(s, "        {}", v.backend_reason);
+    s
+}
+
+/// `2 days 3 hours`, `1 hour 5 mins`, `4 mins 2 secs`, `9 secs` (the
+/// appliance style: the two largest units).
+pub fn uptime(secs: u64) -> String {
+    let units = [(86_400, "day"), (3600, "hour"), (60, "min"), (1, "sec")];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, name) in units {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 || (!parts.is_empty() && parts.len() < 2) {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+        }
+        if parts.len() == 2 {
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0 secs".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Columns padded to their widest cell, separated by two spaces;
+/// `right[i]` right-aligns column i.
+fn table(rows: &[Vec<String>], right: &[bool], indent: &str) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |x| x.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for r in rows {
+        let mut line = String::from(indent);
+        for (c, cell) in r.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let w = widths[c];
+            if right.get(c).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>w$}");
+            } else {
+                let _ = write!(line, "{cell:<w$}");
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_uses_the_two_largest_units() {
+        assert_eq!(uptime(0), "0 secs");
+        assert_eq!(uptime(9), "9 secs");
+        assert_eq!(uptime(61), "1 min 1 sec");
+        assert_eq!(uptime(3600), "1 hour 0 mins");
+        assert_eq!(uptime(3 * 86_400 + 7200 + 5), "3 days 2 hours");
+    }
+
+    #[test]
+    fn dotted_macs() {
+        assert_eq!(dotted_mac("02:00:5e:00:01:fe"), "0200.5e00.01fe");
+        assert_eq!(dotted_mac("bogus"), "bogus");
+    }
+
+    #[test]
+    fn bad_data_is_an_error_not_a_panic() {
+        let e = render(Command::ShowVersion, &serde_json::json!([1, 2])).unwrap_err();
+        assert!(
+            e.starts_with("unexpected answer to `show version` from tandemd:"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Test helpers: a temporary directory removed on drop (no extra crate
+//! needed for one directory).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory under the system temp dir, deleted with its contents on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tandem-ctrl-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+use std::net::Ipv4Addr;
+
+use crate::api::{
+    ArpView, ControlSource, CountersView, InterfaceView, RouteView, VersionView, WorkerCounters,
+};
+
+/// A control source with fixed data: two interfaces, four routes, two ARP
+/// entries, one worker's counters. Used by the protocol and rendering tests.
+pub struct FakeSource;
+
+impl ControlSource for FakeSource {
+    fn version(&self) -> VersionView {
+        VersionView {
+            version: "0.1.0".into(),
+            unit: "gw1".into(),
+            config: "/etc/tandem/gw1.toml".into(),
+            profile: "lab".into(),
+            profile_source: "built-in lab".into(),
+            backend: "afxdp-copy".into(),
+            backend_choice: "auto".into(),
+            backend_reason: "unit.backend = \"auto\" and AF_XDP opened as afxdp-copy on out0, in0 (XDP mode: out0 native, in0 native)".into(),
+            management_core: 0,
+            worker_cores: vec![1],
+            uptime_s: 3725,
+        }
+    }
+
+    fn interfaces(&self) -> Vec<InterfaceView> {
+        vec![
+            InterfaceView {
+                name: "outside".into(),
+                device: "out0".into(),
+                mac: "02:00:00:00:01:01".into(),
+                address: Ipv4Addr::new(198, 18, 1, 1),
+                prefix_len: 24,
+                mtu: 1500,
+                admin_up: Some(true),
+                link_up: Some(true),
+            },
+            InterfaceView {
+                name: "inside".into(),
+                device: "in0".into(),
+                mac: "02:00:00:00:02:01".into(),
+                address: Ipv4Addr::new(198, 18, 2, 1),
+                prefix_len: 25,
+                mtu: 1400,
+                admin_up: Some(false),
+                link_up: None,
+            },
+        ]
+    }
+
+    fn routes(&self) -> Vec<RouteView> {
+        let r = |kind: &str, p: [u8; 4], len, nh: Option<[u8; 4]>, i: &str| RouteView {
+            kind: kind.into(),
+            prefix: Ipv4Addr::from(p),
+            prefix_len: len,
+            next_hop: nh.map(Ipv4Addr::from),
+            interface: i.into(),
+        };
+        vec![
+            r("connected", [198, 18, 1, 0], 24, None, "outside"),
+            r("connected", [198, 18, 2, 0], 25, None, "inside"),
+            r(
+                "static",
+                [0, 0, 0, 0],
+                0,
+                Some([198, 18, 1, 254]),
+                "outside",
+            ),
+            r(
+                "static",
+                [198, 19, 0, 0],
+                16,
+                Some([198, 18, 2, 126]),
+                "inside",
+            ),
+        ]
+    }
+
+    fn arp(&self) -> Vec<ArpView> {
+        vec![
+            ArpView {
+                interface: "outside".into(),
+                address: Ipv4Addr::new(198, 18, 1, 254),
+                mac: Some("02:00:00:00:01:fe".into()),
+                state: "reachable".into(),
+                age_ms: 12_345,
+            },
+            ArpView {
+                interface: "inside".into(),
+                address: Ipv4Addr::new(198, 18, 2, 126),
+                mac: None,
+                state: "incomplete".into(),
+                age_ms: 900,
+            },
+        ]
+    }
+
+    fn counters(&self) -> CountersView {
+        let names = [
+            "rx",
+            "tx",
+            "forwarded",
+            "tx_garp",
+            "drop_no_route",
+            "drop_mtu",
+        ];
+        let values = [10u64, 8, 7, 3, 2, 0];
+        CountersView {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            workers: vec![WorkerCounters {
+                worker: 0,
+                core: Some(1),
+                backend: "afxdp-copy".into(),
+                counters: names
+                    .iter()
+                    .zip(values)
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect(),
+            }],
+        }
+    }
+}

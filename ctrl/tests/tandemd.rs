@@ -1,0 +1,331 @@
+//! tandemd as a process: exit codes for --check and bad configs (no
+//! privileges needed), and a privileged smoke test per backend on a
+//! client — unit — server veth topology: tandemd starts, routes ping
+//! through, answers every tandemctl command, and on SIGTERM exits 0 with
+//! its socket removed and its XDP program detached.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tandem_ctrl::testutil::TempDir;
+use tandem_netns::{have_privileges, veth, Netns};
+
+fn profile_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles")
+}
+
+fn tandemd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tandemd"));
+    c.arg("--profile-dir").arg(profile_dir());
+    c
+}
+
+fn config(socket: &Path, backend: &str, out_dev: &str, in_dev: &str) -> String {
+    format!(
+        r#"
+[unit]
+name = "gwtest"
+profile = "lab"
+backend = "{backend}"
+control_socket = "{}"
+
+[[interface]]
+name = "outside"
+device = "{out_dev}"
+address = "198.18.1.1/24"
+
+[[interface]]
+name = "inside"
+device = "{in_dev}"
+address = "198.18.2.1/24"
+
+[[route]]
+destination = "198.19.0.0/16"
+gateway = "198.18.2.2"
+
+[arp]
+gratuitous_count = 1
+"#,
+        socket.display()
+    )
+}
+
+#[test]
+fn check_prints_config_ok() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/unit.toml");
+    let out = tandemd()
+        .arg("-c")
+        .arg(&example)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("config OK: unit gw1 with 2 interfaces"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let dir = TempDir::new("badcfg");
+    let path = dir.path().join("gw.toml");
+    let text = config(&dir.path().join("s.sock"), "auto", "out0", "in0")
+        .replace("198.18.2.1/24", "198.18.2.1/33");
+    std::fs::write(&path, text).unwrap();
+    let out = tandemd().arg("-c").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            r#"interface[1] "inside": address "198.18.2.1/33": prefix length must be 0..=32"#
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("s.sock").exists(), "nothing started");
+}
+
+#[test]
+fn missing_device_exits_2_before_touching_anything() {
+    let dir = TempDir::new("nodev");
+    let path = dir.path().join("gw.toml");
+    let sock = dir.path().join("s.sock");
+    std::fs::write(&path, config(&sock, "auto", "tdnodev0", "tdnodev1")).unwrap();
+    let out = tandemd().arg("-c").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(r#"interface[0] "outside": device "tdnodev0" does not exist"#),
+        "{stderr}"
+    );
+    assert!(!sock.exists());
+}
+
+/// A tandemd child, killed (SIGKILL, by pid) on drop if still running.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Poll until the process exits or `timeout` passes.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tandemctl(sock: &Path, words: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandemctl"))
+        .arg("-s")
+        .arg(sock)
+        .args(words)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
+    if !have_privileges(test) {
+        return;
+    }
+    let client = Netns::new("c").unwrap();
+    let unit = Netns::new("u").unwrap();
+    let server = Netns::new("s").unwrap();
+    veth(&client, "c0", &unit, "out0").unwrap();
+    veth(&unit, "in0", &server, "s0").unwrap();
+    client
+        .ip(&["addr", "add", "198.18.1.2/24", "dev", "c0"])
+        .unwrap();
+    client
+        .ip(&["route", "add", "default", "via", "198.18.1.1"])
+        .unwrap();
+    server
+        .ip(&["addr", "add", "198.18.2.2/24", "dev", "s0"])
+        .unwrap();
+    server
+        .ip(&["route", "add", "default", "via", "198.18.2.1"])
+        .unwrap();
+
+    let dir = TempDir::new(test);
+    let sock = dir.path().join("gwtest.sock");
+    let cfg = dir.path().join("gwtest.toml");
+    let text = config(&sock, backend, "out0", "in0").replacen(
+        "profile = \"lab\"",
+        &format!("profile = \"lab\"\n{unit_extra}"),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("tandemd.log");
+    // `ip netns exec` execs tandemd, so the child's pid is tandemd's.
+    let child = unit
+        .cmd(env!("CARGO_BIN_EXE_tandemd"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--profile-dir")
+        .arg(profile_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon { child, log };
+
+    // Ready when the control socket answers (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tandemctl(&sock, &["show", "version"]).0 == 0 {
+            break;
+        }
+        if let Some(code) = d.wait_exit(Duration::from_millis(100)) {
+            panic!("tandemd exited {code:?} during start:\n{}", d.log());
+        }
+        assert!(Instant::now() < deadline, "tandemd not ready:\n{}", d.log());
+    }
+
+    let ping = client
+        .cmd("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "2", "198.18.2.2"])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "ping through tandemd ({backend}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        d.log()
+    );
+
+    let (code, out, err) = tandemctl(&sock, &["show", "version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Unit gwtest up"), "{out}");
+    assert!(
+        out.contains(&format!("Packet I/O: {want_backend}")),
+        "{out}"
+    );
+
+    let (code, out, _) = tandemctl(&sock, &["show", "interface"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(r#"Interface out0 "outside", is up, line protocol is up"#),
+        "{out}"
+    );
+    assert!(
+        out.contains("IP address 198.18.2.1, subnet mask 255.255.255.0"),
+        "{out}"
+    );
+
+    let (code, out, _) = tandemctl(&sock, &["show", "route"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("C        198.18.1.0 255.255.255.0 is directly connected, outside"),
+        "{out}"
+    );
+    assert!(
+        out.contains("S        198.19.0.0 255.255.0.0 via 198.18.2.2, inside"),
+        "{out}"
+    );
+
+    let (code, out, _) = tandemctl(&sock, &["show", "arp", "--json"]);
+    assert_eq!(code, 0);
+    let arp: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let learned: Vec<&str> = arp
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] != "incomplete")
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert!(
+        learned.contains(&"198.18.1.2") && learned.contains(&"198.18.2.2"),
+        "{out}"
+    );
+
+    let (code, out, _) = tandemctl(&sock, &["show", "counters", "--json"]);
+    assert_eq!(code, 0);
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fwd = c["workers"][0]["counters"]["forwarded"].as_u64().unwrap();
+    assert!(
+        fwd >= 6,
+        "3 echo requests and 3 replies forwarded, got {fwd}"
+    );
+
+    // Clean shutdown on SIGTERM.
+    // By the pid of the child this test spawned.
+    Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = d.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "tandemd exit after SIGTERM:\n{}", d.log());
+    assert!(!sock.exists(), "control socket removed");
+    let link = unit.ip(&["link", "show", "out0"]).unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains("xdp"), "XDP program detached: {link}");
+    let log = d.log();
+    assert!(log.contains("tandemd stopped"), "{log}");
+    if backend == "auto" && want_backend == "io_uring" {
+        assert!(log.contains("AF_XDP unavailable: "), "{log}");
+        assert!(log.contains("; trying io_uring"), "{log}");
+    }
+}
+
+#[test]
+fn tandemd_afxdp_forwards_answers_and_stops_cleanly() {
+    smoke(
+        "tandemd_afxdp_forwards_answers_and_stops_cleanly",
+        "afxdp",
+        "",
+        "afxdp-copy",
+    );
+}
+
+#[test]
+fn tandemd_io_uring_forwards_answers_and_stops_cleanly() {
+    smoke(
+        "tandemd_io_uring_forwards_answers_and_stops_cleanly",
+        "io_uring",
+        "",
+        "io_uring",
+    );
+}
+
+/// `auto` falls back to io_uring when AF_XDP cannot open (veth has no
+/// zero-copy, so requiring it makes AF_XDP fail) and says why.
+#[test]
+fn tandemd_auto_falls_back_to_io_uring() {
+    smoke(
+        "tandemd_auto_falls_back_to_io_uring",
+        "auto",
+        "zero_copy = \"required\"",
+        "io_uring",
+    );
+}

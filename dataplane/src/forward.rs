@@ -1,0 +1,750 @@
+//! `Forwarder`: the sans-IO routed data path of one worker — ARP responder
+//! and resolver, IPv4 forwarding by longest-prefix match, TTL and checksum
+//! handling, ICMP echo and ICMP errors — over frames lent by a backend.
+//!
+//! It never reads a clock (time is an argument), never allocates after
+//! `new`, never locks or logs. Frames are rewritten in place; only ARP
+//! requests and announcements take a fresh frame from `backend.alloc()`.
+//!
+//! Use: `process_batch` for each received burst, `handle_timeout` whenever
+//! `poll_timeout()` has passed (or simply once per loop iteration: it returns
+//! at once when nothing is due), then flush the [`TxBatches`].
+//!
+//! Decisions worth knowing (RFC 1812 is the reference):
+//! * ARP is answered only for the address of the receiving interface
+//!   (`arp_ignore=1` in Linux terms); frames for other MACs are dropped
+//!   (XDP sees every frame on a veth or a bridge).
+//! * ICMP echo replies and ICMP errors are sent back out of the receiving
+//!   interface to the frame's source MAC, not routed: for a directly
+//!   connected sender or a sender behind a router on that link this is the
+//!   route back, and it needs no ARP lookup. The error's source address is
+//!   the receiving interface's address (RFC 1812 4.3.2.4).
+//! * ICMP errors are built in place in the offending frame (no allocation,
+//!   no copy to another frame), quote as much of the datagram as fits in 576
+//!   bytes (RFC 1812 4.3.2.3), are never sent about ICMP errors, non-initial
+//!   fragments or non-unicast sources (4.3.2.7), and are rate limited to 1000
+//!   per second with a burst of 50 (Linux's `icmp_msgs_per_sec`/`_burst`;
+//!   4.3.2.8 asks for a limit).
+//! * No route: ICMP destination unreachable (net), `drop_no_route`.
+//!   TTL ≤ 1: ICMP time exceeded, `drop_ttl_expired`.
+//!   Larger than the egress MTU: tandem does not fragment; with DF set it
+//!   sends ICMP fragmentation needed with the next-hop MTU (RFC 1191), in
+//!   both cases `drop_mtu`.
+//!   Next hop never resolved: the held frames are freed (`drop_arp_unresolved`)
+//!   and each gets ICMP host unreachable (quoting the header with its TTL
+//!   restored to the received value).
+//! * Directed broadcasts of connected subnets are not forwarded (RFC 2644)
+//!   and neither are martians (RFC 1812 5.3.7); both count `drop_martian`.
+
+use std::net::Ipv4Addr;
+
+use tandem_io::{Backend, Frame, PortId};
+use tandem_wire::builder::{echo_reply_in_place, emit_arp_frame, IcmpError};
+use tandem_wire::ethernet::HEADER_LEN as ETH_LEN;
+use tandem_wire::icmpv4::{icmp_error_allowed, message, quote_len};
+use tandem_wire::{
+    checksum, ArpOperation, ArpPacket, ArpRepr, DstUnreachable, EtherType, EthernetFrame,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, MacAddr,
+    TimeExceeded,
+};
+
+use crate::arp::{ArpEvent, ArpRecord, ArpState, ArpTable, Learned, Resolution};
+use crate::config::{is_unicast, mask, ArpTimers, ConfigError, DataplaneConfig};
+use crate::counters::Counters;
+use crate::route::{RouteEntry, RouteTable};
+use crate::time::Timestamp;
+use crate::tx::TxBatches;
+
+/// ICMP error rate limit: one token per millisecond, at most 50 banked.
+const ICMP_TOKEN_NS: u64 = 1_000_000;
+const ICMP_BURST: u64 = 50;
+/// IPv4 + ICMP headers in front of the quote of an ICMP error.
+const ICMP_ERROR_HDRS: usize = 20 + 8;
+/// Locally built frames are padded to the Ethernet minimum (without FCS).
+const ETH_MIN_FRAME: usize = 60;
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+struct Iface {
+    name: String,
+    mac: [u8; 6],
+    addr: u32,
+    net: u32,
+    mask: u32,
+    /// Directed broadcast address, when the subnet has one (prefix ≤ 30).
+    bcast: Option<u32>,
+    mtu: u16,
+}
+
+/// What to do with one received frame.
+enum Action {
+    /// Free it (a counter was bumped).
+    Drop,
+    /// Transmit it (rewritten in place, `len` bytes) on `port`.
+    Tx { port: PortId, len: usize },
+    /// Hold it (TTL already decremented) until ARP entry `arp` resolves.
+    Hold { arp: usize, len: usize },
+    /// No ARP entry for `ip` on `port`: create one, ask, hold the frame.
+    Resolve { port: PortId, ip: u32, len: usize },
+}
+
+struct Verdict {
+    action: Action,
+    /// An ARP entry that just resolved: release its held frames.
+    resolved: Option<usize>,
+    /// Send a unicast ARP probe for `(port, ip)` to `mac`.
+    probe: Option<(PortId, u32, [u8; 6])>,
+}
+
+impl From<Action> for Verdict {
+    fn from(action: Action) -> Verdict {
+        Verdict {
+            action,
+            resolved: None,
+            probe: None,
+        }
+    }
+}
+
+/// The unit's own identity on each port, its counters and the ICMP rate
+/// limiter: everything the forwarder needs besides its tables, kept apart so
+/// table callbacks can use it while a table is borrowed.
+struct Local {
+    ifaces: Vec<Iface>,
+    counters: Counters,
+    icmp_credit: u64,
+    icmp_last: Timestamp,
+}
+
+/// The routed forwarder of one worker. See the module doc.
+pub struct Forwarder {
+    local: Local,
+    routes: RouteTable,
+    arp: ArpTable,
+    timers: ArpTimers,
+    garp_left: u32,
+    garp_next: Timestamp,
+}
+
+impl Forwarder {
+    /// Builds the tables for `cfg` (validated here); all memory is reserved now.
+    pub fn new(cfg: &DataplaneConfig) -> Result<Forwarder, ConfigError> {
+        cfg.validate()?;
+        let routes = RouteTable::from_config(cfg).map_err(|e| ConfigError {
+            key: "routes".into(),
+            problem: e.to_string(),
+        })?;
+        let ifaces = cfg
+            .interfaces
+            .iter()
+            .map(|i| {
+                let m = mask(i.prefix_len);
+                let a = u32::from(i.addr);
+                Iface {
+                    name: i.name.clone(),
+                    mac: i.mac,
+                    addr: a,
+                    net: a & m,
+                    mask: m,
+                    bcast: (i.prefix_len <= 30).then_some(a | !m),
+                    mtu: i.mtu,
+                }
+            })
+            .collect();
+        let t = &cfg.tables;
+        Ok(Forwarder {
+            local: Local {
+                ifaces,
+                counters: Counters::default(),
+                icmp_credit: ICMP_BURST * ICMP_TOKEN_NS,
+                icmp_last: Timestamp::ZERO,
+            },
+            routes,
+            arp: ArpTable::new(t.arp, t.arp_pending, t.arp_pending_per_hop, cfg.arp),
+            timers: cfg.arp,
+            garp_left: 0,
+            garp_next: Timestamp::NEVER,
+        })
+    }
+
+    /// Counters bumped so far (`tx` and `drop_tx_ring_full` live in the
+    /// [`TxBatches`]; backend counters in the backend).
+    pub fn counters(&self) -> &Counters {
+        &self.local.counters
+    }
+
+    /// Number of interfaces (= ports served).
+    pub fn port_count(&self) -> usize {
+        self.local.ifaces.len()
+    }
+
+    pub fn interface_name(&self, port: PortId) -> Option<&str> {
+        self.local.ifaces.get(port).map(|i| i.name.as_str())
+    }
+
+    /// The route table as shown to operators.
+    pub fn routes(&self) -> Vec<RouteEntry> {
+        self.routes
+            .iter()
+            .map(|r| RouteEntry {
+                prefix: r.prefix.into(),
+                prefix_len: r.prefix_len,
+                next_hop: r.next_hop.map(Into::into),
+                interface: self.local.ifaces[r.port].name.clone(),
+                kind: r.kind,
+            })
+            .collect()
+    }
+
+    /// Every ARP entry, as of `now`.
+    pub fn arp_records(&self, now: Timestamp, f: impl FnMut(ArpRecord)) {
+        self.arp.for_each(now, f);
+    }
+
+    /// State of the ARP entry for `ip` on `port`.
+    pub fn arp_state(
+        &self,
+        now: Timestamp,
+        port: PortId,
+        ip: std::net::Ipv4Addr,
+    ) -> Option<ArpState> {
+        self.arp.state(now, port, u32::from(ip))
+    }
+
+    /// Frames held awaiting ARP resolution.
+    pub fn held_frames(&self) -> usize {
+        self.arp.held_len()
+    }
+
+    /// Starts a burst of `garp_count` gratuitous ARP announcements for every
+    /// owned address, `garp_interval` apart; the first goes out at the next
+    /// `handle_timeout(now)`. A burst in progress restarts.
+    pub fn start_gratuitous_arp(&mut self, now: Timestamp) {
+        self.garp_left = self.timers.garp_count;
+        self.garp_next = if self.garp_left > 0 {
+            now
+        } else {
+            Timestamp::NEVER
+        };
+    }
+
+    /// The earliest time `handle_timeout` has work, if any timer is armed.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let t = self.arp.poll_timeout().min(self.garp_next);
+        (t != Timestamp::NEVER).then_some(t)
+    }
+
+    /// Processes one received burst from `rx_port`. Every frame is either
+    /// queued on `out`, held for ARP, or freed and counted.
+    pub fn process_batch(
+        &mut self,
+        now: Timestamp,
+        backend: &mut dyn Backend,
+        rx_port: PortId,
+        frames: &[Frame],
+        out: &mut TxBatches,
+    ) {
+        self.local.counters.rx += frames.len() as u64;
+        if !frames.is_empty() {
+            self.local.counters.batches += 1;
+        }
+        for &f in frames {
+            self.process_frame(now, backend, rx_port, f, out);
+        }
+    }
+
+    #[inline]
+    fn process_frame(
+        &mut self,
+        now: Timestamp,
+        backend: &mut dyn Backend,
+        rx_port: PortId,
+        f: Frame,
+        out: &mut TxBatches,
+    ) {
+        let v = {
+            let buf = backend.frame_mut(f);
+            let len = (f.len as usize).min(buf.len());
+            self.classify(now, rx_port, buf, len)
+        };
+        let with_len = |len: usize| Frame {
+            addr: f.addr,
+            len: len as u32,
+        };
+        match v.action {
+            Action::Drop => backend.free(f),
+            Action::Tx { port, len } => out.push(backend, port, with_len(len)),
+            Action::Hold { arp, len } => self.hold(backend, arp, with_len(len), rx_port),
+            Action::Resolve { port, ip, len } => match self.arp.create_incomplete(now, port, ip) {
+                Ok(i) => {
+                    self.local
+                        .send_arp(backend, out, port, BROADCAST, ip, false);
+                    self.hold(backend, i, with_len(len), rx_port);
+                }
+                Err(_) => {
+                    self.local.counters.arp_table_full += 1;
+                    self.local.counters.drop_arp_table_full += 1;
+                    backend.free(f);
+                }
+            },
+        }
+        if let Some((port, ip, mac)) = v.probe {
+            self.local.send_arp(backend, out, port, mac, ip, false);
+        }
+        if let Some(i) = v.resolved {
+            self.release(backend, out, i);
+        }
+    }
+
+    fn hold(&mut self, backend: &mut dyn Backend, i: usize, f: Frame, rx_port: PortId) {
+        if self.arp.hold(i, f, rx_port).is_err() {
+            self.local.counters.drop_arp_pending_full += 1;
+            backend.free(f);
+        }
+    }
+
+    /// Sends the frames held for entry `i`, which just resolved.
+    fn release(&mut self, backend: &mut dyn Backend, out: &mut TxBatches, i: usize) {
+        let (port, mac) = self.arp.neighbour(i);
+        let src = self.local.ifaces[port].mac;
+        while let Some((f, _)) = self.arp.pop_held(i) {
+            let mut eth = EthernetFrame::new_unchecked(backend.frame_mut(f));
+            eth.set_dst(MacAddr(mac));
+            eth.set_src(MacAddr(src));
+            self.local.counters.forwarded += 1;
+            out.push(backend, port, f);
+        }
+    }
+
+    /// Runs due timers: ARP retries, probes and give-ups, gratuitous ARP.
+    pub fn handle_timeout(
+        &mut self,
+        now: Timestamp,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+    ) {
+        let local = &mut self.local;
+        self.arp.poll(now, |ev| match ev {
+            ArpEvent::Request { port, ip, mac } => {
+                local.send_arp(backend, out, port, mac.unwrap_or(BROADCAST), ip, false);
+            }
+            ArpEvent::Unresolved { frame, rx_port, .. } => {
+                local.counters.drop_arp_unresolved += 1;
+                let action = {
+                    let buf = backend.frame_mut(frame);
+                    let len = (frame.len as usize).min(buf.len());
+                    local.icmp_error(
+                        now,
+                        rx_port,
+                        buf,
+                        len,
+                        IcmpError::DstUnreachable(DstUnreachable::HOST_UNREACHABLE, 0),
+                        true,
+                    )
+                };
+                match action {
+                    Action::Tx { port, len } => out.push(
+                        backend,
+                        port,
+                        Frame {
+                            addr: frame.addr,
+                            len: len as u32,
+                        },
+                    ),
+                    _ => backend.free(frame),
+                }
+            }
+        });
+        if self.garp_left > 0 && now >= self.garp_next {
+            for port in 0..self.local.ifaces.len() {
+                let own = self.local.ifaces[port].addr;
+                self.local
+                    .send_arp(backend, out, port, BROADCAST, own, true);
+            }
+            self.garp_left -= 1;
+            self.garp_next = if self.garp_left > 0 {
+                now + self.timers.garp_interval
+            } else {
+                Timestamp::NEVER
+            };
+        }
+    }
+
+    /// Decides the fate of one frame, rewriting it in place where it is
+    /// answered or forwarded.
+    fn classify(&mut self, now: Timestamp, rx_port: PortId, buf: &mut [u8], len: usize) -> Verdict {
+        let c = &mut self.local.counters;
+        let Some(ifc) = self.local.ifaces.get(rx_port) else {
+            c.drop_malformed += 1;
+            return Action::Drop.into();
+        };
+        let Ok(eth) = EthernetFrame::new_checked(&buf[..len]) else {
+            c.drop_malformed += 1;
+            return Action::Drop.into();
+        };
+        // 802.1Q is not configured on any interface (and this kernel has no
+        // VLAN support to test it against): tagged frames are foreign.
+        if eth.is_tagged() {
+            c.drop_ethertype += 1;
+            return Action::Drop.into();
+        }
+        let dst = eth.dst().octets();
+        match eth.ethertype() {
+            EtherType::IPV4 => {
+                if dst != ifc.mac {
+                    c.drop_other_mac += 1;
+                    return Action::Drop.into();
+                }
+                self.handle_ipv4(now, rx_port, buf, len)
+            }
+            EtherType::ARP => {
+                if dst != ifc.mac && dst != BROADCAST {
+                    c.drop_other_mac += 1;
+                    return Action::Drop.into();
+                }
+                self.handle_arp(now, rx_port, buf, len)
+            }
+            _ => {
+                c.drop_ethertype += 1;
+                Action::Drop.into()
+            }
+        }
+    }
+
+    fn handle_arp(
+        &mut self,
+        now: Timestamp,
+        rx_port: PortId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
+        let c = &mut self.local.counters;
+        let ifc = &self.local.ifaces[rx_port];
+        let parsed = ArpPacket::new_checked(&buf[ETH_LEN..len]).and_then(|p| ArpRepr::parse(&p));
+        let Ok(req) = parsed else {
+            c.drop_malformed += 1;
+            return Action::Drop.into();
+        };
+        let is_request = req.operation == ArpOperation::REQUEST;
+        if is_request {
+            c.rx_arp_request += 1;
+        } else {
+            c.rx_arp_reply += 1;
+        }
+        let sha = req.sender_mac;
+        let spa = u32::from(req.sender_ip);
+        if spa == ifc.addr {
+            // Someone else claims our address (or our own announcement came
+            // back); never learn it, never answer it.
+            if sha.octets() != ifc.mac {
+                c.rx_arp_conflict += 1;
+            }
+            return Action::Drop.into();
+        }
+        let for_us = u32::from(req.target_ip) == ifc.addr;
+        // Learn only plausible neighbours: a unicast sender MAC and a sender
+        // address on this interface's subnet (an RFC 5227 probe's 0.0.0.0 is not).
+        let sender_ok = sha.is_unicast()
+            && !sha.is_zero()
+            && is_unicast(spa)
+            && spa & ifc.mask == ifc.net
+            && Some(spa) != ifc.bcast;
+        let mut verdict = Verdict::from(Action::Drop);
+        if sender_ok {
+            match self.arp.learn(now, rx_port, spa, sha.octets(), for_us) {
+                Learned::Resolved(i) => verdict.resolved = Some(i),
+                Learned::Refused => c.arp_table_full += 1,
+                Learned::Ignored | Learned::Updated | Learned::Created => {}
+            }
+        }
+        if is_request && for_us {
+            // RFC 826: swap sender and target, fill in our MAC, opcode reply;
+            // sent in the request's own frame, to the requester's MAC.
+            let own = MacAddr(ifc.mac);
+            let mut eth = EthernetFrame::new_unchecked(&mut buf[..len]);
+            eth.set_dst(sha);
+            eth.set_src(own);
+            if req.reply(own).emit(&mut buf[ETH_LEN..len]).is_err() {
+                c.drop_malformed += 1;
+                return verdict;
+            }
+            c.tx_arp_reply += 1;
+            verdict.action = Action::Tx { port: rx_port, len };
+        } else if is_request {
+            c.rx_arp_not_owned += 1;
+        }
+        verdict
+    }
+
+    fn owned(&self, a: u32) -> bool {
+        self.local.ifaces.iter().any(|i| i.addr == a)
+    }
+
+    fn handle_ipv4(
+        &mut self,
+        now: Timestamp,
+        rx_port: PortId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
+        let (src, dst, total, ttl, dont_frag) = match Ipv4Packet::new_checked(&buf[ETH_LEN..len]) {
+            Ok(ip) if ip.verify_checksum() => (
+                u32::from(ip.src_addr()),
+                u32::from(ip.dst_addr()),
+                usize::from(ip.total_len()),
+                ip.ttl(),
+                ip.dont_frag(),
+            ),
+            _ => {
+                self.local.counters.drop_malformed += 1;
+                return Action::Drop.into();
+            }
+        };
+        // Ethernet padding of short frames is not part of the datagram.
+        let len = ETH_LEN + total;
+        if !is_unicast(src) || self.owned(src) {
+            self.local.counters.drop_martian += 1;
+            return Action::Drop.into();
+        }
+        if self.owned(dst) {
+            return self.handle_local(rx_port, buf, len);
+        }
+        if !is_unicast(dst) || self.local.ifaces.iter().any(|i| Some(dst) == i.bcast) {
+            self.local.counters.drop_martian += 1;
+            return Action::Drop.into();
+        }
+        let Some(route) = self.routes.lookup(dst) else {
+            self.local.counters.drop_no_route += 1;
+            let e = IcmpError::DstUnreachable(DstUnreachable::NET_UNREACHABLE, 0);
+            return self
+                .local
+                .icmp_error(now, rx_port, buf, len, e, false)
+                .into();
+        };
+        let egress = route.port;
+        let next_hop = route.next_hop.unwrap_or(dst);
+        if ttl <= 1 {
+            self.local.counters.drop_ttl_expired += 1;
+            let e = IcmpError::TimeExceeded(TimeExceeded::TTL_EXCEEDED);
+            return self
+                .local
+                .icmp_error(now, rx_port, buf, len, e, false)
+                .into();
+        }
+        let mtu = self.local.ifaces[egress].mtu;
+        if total > usize::from(mtu) {
+            self.local.counters.drop_mtu += 1;
+            if !dont_frag {
+                return Action::Drop.into();
+            }
+            // RFC 1191: tell the sender the next-hop MTU.
+            let e = IcmpError::DstUnreachable(DstUnreachable::FRAG_NEEDED, mtu);
+            return self
+                .local
+                .icmp_error(now, rx_port, buf, len, e, false)
+                .into();
+        }
+        // RFC 1812 5.3.1: decrement TTL; RFC 1624 incremental checksum update.
+        Ipv4Packet::new_unchecked(&mut buf[ETH_LEN..len]).decrement_ttl();
+        match self.arp.resolve(now, egress, next_hop) {
+            Resolution::Ready { mac, probe } => {
+                let mut eth = EthernetFrame::new_unchecked(&mut buf[..len]);
+                eth.set_dst(MacAddr(mac));
+                eth.set_src(MacAddr(self.local.ifaces[egress].mac));
+                self.local.counters.forwarded += 1;
+                Verdict {
+                    action: Action::Tx { port: egress, len },
+                    resolved: None,
+                    probe: probe.then_some((egress, next_hop, mac)),
+                }
+            }
+            Resolution::Pending(arp) => Action::Hold { arp, len }.into(),
+            Resolution::Missing => Action::Resolve {
+                port: egress,
+                ip: next_hop,
+                len,
+            }
+            .into(),
+        }
+    }
+
+    /// A datagram for one of our addresses: answer echo requests, consume the rest.
+    fn handle_local(&mut self, rx_port: PortId, buf: &mut [u8], len: usize) -> Verdict {
+        let c = &mut self.local.counters;
+        let ip = Ipv4Packet::new_unchecked(&buf[ETH_LEN..len]);
+        let icmp = Icmpv4Packet::new_unchecked(ip.payload());
+        let is_echo = ip.protocol() == IpProtocol::ICMP
+            && !ip.is_fragment()
+            && icmp.check().is_ok()
+            && icmp.msg_type() == message::ECHO_REQUEST
+            && icmp.code() == 0;
+        if !is_echo {
+            c.rx_for_us += 1;
+            return Action::Drop.into();
+        }
+        if !icmp.verify_checksum() {
+            c.drop_malformed += 1;
+            return Action::Drop.into();
+        }
+        // Echo reply in place (RFC 792): MACs and addresses swapped (our
+        // MAC was the destination, so it becomes the source), fresh TTL, type 0.
+        match echo_reply_in_place(&mut buf[..len], 64) {
+            Ok(n) => {
+                c.tx_icmp_echo_reply += 1;
+                Action::Tx {
+                    port: rx_port,
+                    len: n,
+                }
+                .into()
+            }
+            Err(_) => {
+                c.rx_for_us += 1;
+                Action::Drop.into()
+            }
+        }
+    }
+}
+
+impl Local {
+    /// Builds an ARP request in a fresh frame and queues it on `port`: from
+    /// our address on `port`, asking for `target`, to Ethernet `dst`. A
+    /// gratuitous one (`target` is our own address) is an RFC 5227
+    /// announcement: sender and target address both ours, target MAC zero.
+    fn send_arp(
+        &mut self,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+        port: PortId,
+        dst: [u8; 6],
+        target: u32,
+        gratuitous: bool,
+    ) {
+        let Some(ifc) = self.ifaces.get(port) else {
+            return;
+        };
+        let Some(mut f) = backend.alloc() else {
+            self.counters.tx_alloc_failed += 1;
+            return;
+        };
+        let buf = backend.frame_mut(f);
+        let (mac, addr) = (MacAddr(ifc.mac), Ipv4Addr::from(ifc.addr));
+        let repr = if gratuitous {
+            ArpRepr::gratuitous_request(mac, addr)
+        } else {
+            ArpRepr::request(mac, addr, Ipv4Addr::from(target))
+        };
+        let Some(slot) = buf.get_mut(..ETH_MIN_FRAME) else {
+            backend.free(f);
+            self.counters.tx_alloc_failed += 1;
+            return;
+        };
+        slot.fill(0);
+        if emit_arp_frame(slot, mac, MacAddr(dst), None, &repr).is_err() {
+            backend.free(f);
+            self.counters.tx_alloc_failed += 1;
+            return;
+        }
+        f.len = ETH_MIN_FRAME as u32;
+        if gratuitous {
+            self.counters.tx_garp += 1;
+        } else {
+            self.counters.tx_arp_request += 1;
+        }
+        out.push(backend, port, f);
+    }
+
+    fn icmp_allow(&mut self, now: Timestamp) -> bool {
+        let elapsed = now.as_nanos().saturating_sub(self.icmp_last.as_nanos());
+        self.icmp_last = self.icmp_last.max(now);
+        self.icmp_credit = self
+            .icmp_credit
+            .saturating_add(elapsed)
+            .min(ICMP_BURST * ICMP_TOKEN_NS);
+        if self.icmp_credit >= ICMP_TOKEN_NS {
+            self.icmp_credit -= ICMP_TOKEN_NS;
+            true
+        } else {
+            self.counters.icmp_rate_limited += 1;
+            false
+        }
+    }
+
+    /// Turns the IPv4 frame `buf[..len]` received on `rx_port` into an ICMP
+    /// error about it, in place, addressed back to its sender. `Drop` when
+    /// no error may be sent (the caller has counted the drop reason).
+    /// `restore_ttl`: the datagram's TTL was already decremented; quote it as received.
+    fn icmp_error(
+        &mut self,
+        now: Timestamp,
+        rx_port: PortId,
+        buf: &mut [u8],
+        len: usize,
+        error: IcmpError,
+        restore_ttl: bool,
+    ) -> Action {
+        let Some((own_mac, own_addr)) = self.ifaces.get(rx_port).map(|i| (i.mac, i.addr)) else {
+            return Action::Drop;
+        };
+        let (src_mac, src, datagram_len) = {
+            let Ok(eth) = EthernetFrame::new_checked(&buf[..len]) else {
+                return Action::Drop;
+            };
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                return Action::Drop;
+            };
+            // RFC 1812 4.3.2.7: not about ICMP errors, non-initial fragments,
+            // non-unicast sources or destinations, link-layer multicast.
+            if !icmp_error_allowed(&ip) || eth.src().is_multicast() || eth.dst().is_multicast() {
+                return Action::Drop;
+            }
+            (eth.src(), ip.src_addr(), ip.datagram().len())
+        };
+        // RFC 1812 4.3.2.3: quote as much as fits in 576 bytes.
+        let quote = usize::from(quote_len(datagram_len));
+        let at = ETH_LEN + ICMP_ERROR_HDRS;
+        if buf.len() < at + quote || !self.icmp_allow(now) {
+            return Action::Drop;
+        }
+        if restore_ttl {
+            let mut ip = Ipv4Packet::new_unchecked(&mut buf[ETH_LEN..len]);
+            let old = u16::from_be_bytes([ip.ttl(), ip.protocol().0]);
+            let ttl = ip.ttl().saturating_add(1);
+            ip.set_ttl(ttl);
+            let new = u16::from_be_bytes([ttl, ip.protocol().0]);
+            ip.set_checksum(checksum::update_u16(ip.checksum(), old, new));
+        }
+        // Headers are emitted in front of the quote once it is in place.
+        buf.copy_within(ETH_LEN..ETH_LEN + quote, at);
+        let icmp = match error {
+            IcmpError::TimeExceeded(r) => Icmpv4Repr::time_exceeded(r, datagram_len),
+            IcmpError::DstUnreachable(r, mtu) => Icmpv4Repr::dst_unreachable(r, mtu, datagram_len),
+        };
+        let mut ip = Ipv4Repr::new(
+            Ipv4Addr::from(own_addr),
+            src,
+            IpProtocol::ICMP,
+            icmp.buffer_len() as u16,
+            64,
+        );
+        // DSCP CS6, "internetwork control" (RFC 1812 4.3.2.5), as Linux marks ICMP errors.
+        ip.dscp = 48;
+        let eth = EthernetRepr {
+            src: MacAddr(own_mac),
+            dst: src_mac,
+            vlan: None,
+            ethertype: EtherType::IPV4,
+        };
+        let frame_len = ETH_LEN + ip.buffer_len();
+        let emitted = icmp
+            .emit(&mut buf[ETH_LEN + ip.header_len()..frame_len])
+            .and_then(|_| ip.emit(&mut buf[ETH_LEN..frame_len]))
+            .and_then(|_| eth.emit(&mut buf[..frame_len]));
+        if emitted.is_err() {
+            return Action::Drop;
+        }
+        self.counters.tx_icmp_error += 1;
+        Action::Tx {
+            port: rx_port,
+            len: frame_len,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The pinned per-core run loop: one thread per worker, a budgeted batch
+//! loop over its backend (STYLE habit 6), commands from the management
+//! thread over a bounded queue (habit 10), counters published per batch.
+//!
+//! One iteration ([`BatchLoop::poll_once`]): read the clock once, receive a
+//! burst of up to `batch` frames per port and run the forwarder over each,
+//! run due timers, hand the TX batches to the backend (one `tx_burst` per
+//! port) unless full bursts keep arriving and `tx_flush` has not passed,
+//! then `backend.flush()` once. Between iterations the worker drains its
+//! command queue with `try_recv` and applies the idle strategy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use tandem_io::{Backend, Frame};
+
+use crate::arp::ArpRecord;
+use crate::config::{IdleStrategy, RunConfig};
+use crate::counters::{Counters, SharedCounters};
+use crate::forward::Forwarder;
+use crate::time::{Clock, Timestamp};
+use crate::tx::TxBatches;
+
+/// Messages from the management thread to a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Finish the current iteration, flush, publish counters and exit.
+    Shutdown,
+    /// Start a gratuitous ARP burst for every owned address.
+    GratuitousArp,
+    /// Copy the ARP table into a reply on the given channel.
+    ArpSnapshot(Sender<ArpReply>),
+}
+
+/// A worker's answer to [`Command::ArpSnapshot`].
+#[derive(Clone, Debug)]
+pub struct ArpReply {
+    pub worker: usize,
+    pub records: Vec<ArpRecord>,
+}
+
+/// The state of one worker's batch loop, without the backend (so tests and
+/// benchmarks can drive it over a backend they keep).
+pub struct BatchLoop {
+    fwd: Forwarder,
+    tx: TxBatches,
+    rx: Vec<Frame>,
+    batch: usize,
+    tx_flush: Duration,
+    /// When the oldest frame now waiting in `tx` was queued.
+    tx_since: Option<Timestamp>,
+}
+
+impl BatchLoop {
+    pub fn new(fwd: Forwarder, run: &RunConfig) -> BatchLoop {
+        let batch = run.batch.clamp(1, crate::config::MAX_BATCH);
+        BatchLoop {
+            tx: TxBatches::new(fwd.port_count(), batch),
+            fwd,
+            rx: vec![Frame::default(); batch],
+            batch,
+            tx_flush: run.tx_flush,
+            tx_since: None,
+        }
+    }
+
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.fwd
+    }
+
+    pub fn forwarder_mut(&mut self) -> &mut Forwarder {
+        &mut self.fwd
+    }
+
+    /// One iteration of the loop at time `now`; returns the frames received.
+    pub fn poll_once(&mut self, now: Timestamp, backend: &mut dyn Backend) -> usize {
+        let ports = self.fwd.port_count().min(backend.port_count());
+        let mut got = 0;
+        let mut drained = true;
+        for port in 0..ports {
+            let n = backend
+                .rx_burst(port, &mut self.rx[..self.batch])
+                .min(self.batch);
+            if n == self.batch {
+                drained = false;
+            }
+            if n > 0 {
+                self.fwd
+                    .process_batch(now, backend, port, &self.rx[..n], &mut self.tx);
+                got += n;
+            }
+        }
+        let mut busy = got > 0;
+        if self.fwd.poll_timeout().is_some_and(|t| t <= now) {
+            self.fwd.handle_timeout(now, backend, &mut self.tx);
+            busy = true;
+        }
+        if !self.tx.is_empty() {
+            let since = *self.tx_since.get_or_insert(now);
+            // Flush at once when the receive queues came up short (nothing
+            // more is coming right now, so waiting would only add latency);
+            // otherwise keep filling the bursts until tx_flush has passed.
+            if drained || now.saturating_since(since) >= self.tx_flush {
+                self.tx.flush(backend);
+                self.tx_since = None;
+                busy = true;
+            }
+        }
+        if busy {
+            backend.flush();
+        }
+        got
+    }
+
+    /// Hands every queued frame to the backend and flushes it.
+    pub fn flush_tx(&mut self, backend: &mut dyn Backend) {
+        self.tx.flush(backend);
+        self.tx_since = None;
+        backend.flush();
+    }
+
+    /// The earliest time the loop has timed work (ARP, GARP, a held TX batch).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let tx = self.tx_since.map(|t| t + self.tx_flush);
+        match (self.fwd.poll_timeout(), tx) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forwarder, TX and backend counters together.
+    pub fn counters(&self, backend: &dyn Backend) -> Counters {
+        let mut c = *self.fwd.counters();
+        c.tx = self.tx.tx;
+        c.drop_tx_ring_full = self.tx.drop_tx_ring_full;
+        let s = backend.stats();
+        c.backend_rx_dropped = s.rx_dropped;
+        c.backend_alloc_failed = s.alloc_failed;
+        c.backend_syscalls = s.syscalls;
+        c
+    }
+}
+
+/// Everything a worker thread owns.
+pub(crate) struct Worker {
+    pub idx: usize,
+    pub core: Option<usize>,
+    pub backend: Box<dyn Backend>,
+    pub batch_loop: BatchLoop,
+    pub commands: Receiver<Command>,
+    pub shared: Arc<SharedCounters>,
+    pub clock: Clock,
+    pub idle: IdleStrategy,
+}
+
+/// Counters are also published this often when nothing is received, so
+/// timer-driven output (ARP, GARP) shows up.
+const IDLE_PUBLISH: Duration = Duration::from_millis(10);
+
+impl Worker {
+    pub(crate) fn run(mut self) {
+        if let Some(core) = self.core {
+            if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::info!(
+                    worker = self.idx,
+                    core,
+                    backend = self.backend.name(),
+                    "worker pinned"
+                );
+            } else {
+                tracing::warn!(
+                    worker = self.idx,
+                    core,
+                    "worker {}: pinning to core {core} failed; running unpinned",
+                    self.idx
+                );
+            }
+        }
+        let backend = &mut *self.backend;
+        let bl = &mut self.batch_loop;
+        let mut last_rx = self.clock.now();
+        let mut next_publish = last_rx;
+        'run: loop {
+            let now = self.clock.now();
+            let n = bl.poll_once(now, backend);
+            if n > 0 || now >= next_publish {
+                self.shared.publish(&bl.counters(backend));
+                next_publish = now + IDLE_PUBLISH;
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => break 'run,
+                    Ok(Command::GratuitousArp) => bl.forwarder_mut().start_gratuitous_arp(now),
+                    Ok(Command::ArpSnapshot(reply)) => {
+                        // Control path: allocating the reply here is fine.
+                        let mut records = Vec::new();
+                        bl.forwarder().arp_records(now, |r| records.push(r));
+                        let _ = reply.try_send(ArpReply {
+                            worker: self.idx,
+                            records,
+                        });
+                    }
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            if n > 0 {
+                last_rx = now;
+                continue;
+            }
+            match self.idle {
+                IdleStrategy::BusyPoll => std::hint::spin_loop(),
+                IdleStrategy::SpinThenBlock { spin, block } => {
+                    if now.saturating_since(last_rx) < spin {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    // Never sleep on frames waiting for transmit.
+                    bl.flush_tx(backend);
+                    let wait = bl
+                        .next_deadline()
+                        .map_or(block, |t| block.min(t.saturating_since(now)));
+                    if !wait.is_zero() {
+                        backend.wait(wait);
+                    }
+                }
+            }
+        }
+        bl.flush_tx(backend);
+        self.shared.publish(&bl.counters(backend));
+        tracing::info!(worker = self.idx, "worker stopped");
+    }
+}

@@ -1,0 +1,320 @@
+//! Shared test rig: a two-interface unit on the in-memory backend, frame
+//! builders (etherparse, an independent implementation) and checks.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use etherparse::{
+    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header, Icmpv4Slice, Ipv4Header,
+    PacketBuilder,
+};
+use tandem_dataplane::{
+    ArpTimers, Counters, DataplaneConfig, Forwarder, IdleStrategy, InterfaceConfig, RouteConfig,
+    RunConfig, TableSizes, Timestamp, TxBatches,
+};
+use tandem_io::mem::MemBackend;
+use tandem_io::{Backend, Frame};
+
+pub const OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const IN_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
+pub const OUT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const IN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// A client on the outside segment.
+pub const C_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x10];
+pub const C_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// A server on the inside segment.
+pub const S_MAC: [u8; 6] = [0x02, 0x55, 0, 0, 0, 0x20];
+pub const S_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
+/// Gateways on the inside segment for the static routes.
+pub const GW_WIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+pub const GW_NARROW: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 253);
+
+pub const FRAMES: u32 = 256;
+
+pub fn config() -> DataplaneConfig {
+    DataplaneConfig {
+        interfaces: vec![
+            InterfaceConfig {
+                name: "outside".into(),
+                mac: OUT_MAC,
+                addr: OUT_IP,
+                prefix_len: 24,
+                mtu: 1500,
+            },
+            InterfaceConfig {
+                name: "inside".into(),
+                mac: IN_MAC,
+                addr: IN_IP,
+                prefix_len: 24,
+                mtu: 1500,
+            },
+        ],
+        routes: vec![
+            RouteConfig {
+                prefix: Ipv4Addr::new(198, 19, 0, 0),
+                prefix_len: 16,
+                next_hop: Some(GW_WIDE),
+                interface: 1,
+            },
+            RouteConfig {
+                prefix: Ipv4Addr::new(198, 19, 5, 0),
+                prefix_len: 24,
+                next_hop: Some(GW_NARROW),
+                interface: 1,
+            },
+        ],
+        tables: TableSizes {
+            arp: 16,
+            routes: 16,
+            arp_pending: 8,
+            arp_pending_per_hop: 4,
+        },
+        arp: ArpTimers {
+            reachable: Duration::from_secs(30),
+            retry: Duration::from_secs(1),
+            max_retries: 2,
+            garp_count: 3,
+            garp_interval: Duration::from_secs(1),
+        },
+        run: RunConfig {
+            batch: 32,
+            idle: IdleStrategy::SpinThenBlock {
+                spin: Duration::from_micros(10),
+                block: Duration::from_millis(1),
+            },
+            tx_flush: Duration::ZERO,
+        },
+    }
+}
+
+pub fn secs(s: f64) -> Timestamp {
+    Timestamp::from_nanos((s * 1e9) as u64)
+}
+
+/// A forwarder over a two-port MemBackend, driven on simulated time.
+pub struct Rig {
+    pub fwd: Forwarder,
+    pub b: MemBackend,
+    pub out: TxBatches,
+    pub now: Timestamp,
+}
+
+impl Rig {
+    pub fn new(cfg: &DataplaneConfig) -> Rig {
+        Rig {
+            fwd: Forwarder::new(cfg).expect("valid config"),
+            b: MemBackend::new(2, FRAMES, 2048, 64),
+            out: TxBatches::new(2, cfg.run.batch),
+            now: Timestamp::ZERO,
+        }
+    }
+
+    pub fn standard() -> Rig {
+        Rig::new(&config())
+    }
+
+    /// Receives `frames` on `port` as one burst at the current time.
+    pub fn rx(&mut self, port: usize, frames: &[Vec<u8>]) {
+        for f in frames {
+            assert!(self.b.inject(port, f), "inject");
+        }
+        let mut burst = vec![Frame::default(); frames.len()];
+        let n = self.b.rx_burst(port, &mut burst);
+        self.fwd
+            .process_batch(self.now, &mut self.b, port, &burst[..n], &mut self.out);
+    }
+
+    /// Advances simulated time to `t` and runs due timers.
+    pub fn at(&mut self, t: Timestamp) {
+        self.now = t;
+        self.fwd.handle_timeout(t, &mut self.b, &mut self.out);
+    }
+
+    /// Flushes the TX batches and returns what was sent on `port`.
+    pub fn tx(&mut self, port: usize) -> Vec<Vec<u8>> {
+        self.out.flush(&mut self.b);
+        let mut v = Vec::new();
+        self.b.drain_tx(port, |bytes| v.push(bytes.to_vec()));
+        v
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut c = *self.fwd.counters();
+        c.tx = self.out.tx;
+        c.drop_tx_ring_full = self.out.drop_tx_ring_full;
+        c
+    }
+
+    /// Drains everything, lets every ARP timer run out, and checks that
+    /// every frame is back in the pool.
+    pub fn assert_no_leaks(&mut self) {
+        let mut t = self.now;
+        for _ in 0..10 {
+            t = t + Duration::from_secs(1);
+            self.at(t);
+        }
+        self.tx(0);
+        self.tx(1);
+        assert_eq!(self.fwd.held_frames(), 0);
+        assert_eq!(self.b.free_frames(), FRAMES as usize, "frame leak");
+    }
+}
+
+pub fn udp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.octets(), dst.octets(), ttl)
+        .udp(40000, 9);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+pub fn echo_request(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(0x1234, 7);
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping payload").unwrap();
+    v
+}
+
+pub fn arp(
+    eth_dst: [u8; 6],
+    op: ArpOperation,
+    sha: [u8; 6],
+    spa: Ipv4Addr,
+    tha: [u8; 6],
+    tpa: Ipv4Addr,
+) -> Vec<u8> {
+    let pkt = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        op,
+        &sha,
+        &spa.octets(),
+        &tha,
+        &tpa.octets(),
+    )
+    .unwrap();
+    let b = PacketBuilder::ethernet2(sha, eth_dst).arp(pkt);
+    let mut v = Vec::new();
+    b.write(&mut v).unwrap();
+    v
+}
+
+pub fn arp_request(sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    arp([0xff; 6], ArpOperation::REQUEST, sha, spa, [0; 6], tpa)
+}
+
+pub fn arp_reply(sha: [u8; 6], spa: Ipv4Addr, to_mac: [u8; 6], to_ip: Ipv4Addr) -> Vec<u8> {
+    arp(to_mac, ArpOperation::REPLY, sha, spa, to_mac, to_ip)
+}
+
+/// A parsed Ethernet + ARP frame.
+pub fn parse_arp(f: &[u8]) -> (Ethernet2Header, ArpPacket) {
+    let (eth, rest) = Ethernet2Header::from_slice(f).expect("ethernet");
+    assert_eq!(eth.ether_type, EtherType::ARP);
+    (eth, ArpPacket::from_slice(rest).expect("arp"))
+}
+
+/// A parsed Ethernet + IPv4 frame with a verified header checksum: the
+/// header and the bytes of the datagram after it.
+pub fn parse_ipv4(f: &[u8]) -> (Ethernet2Header, Ipv4Header, Vec<u8>) {
+    let (eth, rest) = Ethernet2Header::from_slice(f).expect("ethernet");
+    assert_eq!(eth.ether_type, EtherType::IPV4);
+    let (ip, rest) = Ipv4Header::from_slice(rest).expect("ipv4");
+    assert_eq!(
+        ip.calc_header_checksum(),
+        ip.header_checksum,
+        "IPv4 header checksum"
+    );
+    let body = rest[..usize::from(ip.total_len) - ip.header_len()].to_vec();
+    (eth, ip, body)
+}
+
+/// Type, code, bytes 5..8 and payload of an ICMP message whose checksum verifies.
+pub fn parse_icmp(body: &[u8]) -> (u8, u8, [u8; 4], Vec<u8>) {
+    let s = Icmpv4Slice::from_slice(body).expect("icmp");
+    assert_eq!(
+        s.icmp_type().calc_checksum(s.payload()),
+        s.checksum(),
+        "ICMP checksum"
+    );
+    (
+        s.type_u8(),
+        s.code_u8(),
+        s.bytes5to8(),
+        s.payload().to_vec(),
+    )
+}
+
+/// A test backend for running workers: frames come in and go out as byte
+/// vectors over channels, so the test thread can talk to a worker that owns
+/// the backend. Frame memory is a `MemBackend` owned by the worker.
+pub struct ChanBackend {
+    pub mem: MemBackend,
+    pub rx: crossbeam_channel::Receiver<(usize, Vec<u8>)>,
+    pub tx: crossbeam_channel::Sender<(usize, Vec<u8>)>,
+}
+
+impl ChanBackend {
+    fn pull(&mut self) {
+        while let Ok((port, bytes)) = self.rx.try_recv() {
+            self.mem.inject(port, &bytes);
+        }
+    }
+}
+
+impl Backend for ChanBackend {
+    fn name(&self) -> &'static str {
+        "mem"
+    }
+    fn port_count(&self) -> usize {
+        self.mem.port_count()
+    }
+    fn frame_size(&self) -> usize {
+        self.mem.frame_size()
+    }
+    fn rx_burst(&mut self, port: usize, out: &mut [Frame]) -> usize {
+        self.pull();
+        self.mem.rx_burst(port, out)
+    }
+    fn tx_burst(&mut self, port: usize, frames: &[Frame]) -> usize {
+        let n = self.mem.tx_burst(port, frames);
+        let tx = self.tx.clone();
+        self.mem.drain_tx(port, |b| {
+            let _ = tx.send((port, b.to_vec()));
+        });
+        n
+    }
+    fn frame(&self, f: Frame) -> &[u8] {
+        self.mem.frame(f)
+    }
+    fn frame_mut(&mut self, f: Frame) -> &mut [u8] {
+        self.mem.frame_mut(f)
+    }
+    fn alloc(&mut self) -> Option<Frame> {
+        self.mem.alloc()
+    }
+    fn free(&mut self, f: Frame) {
+        self.mem.free(f)
+    }
+    fn flush(&mut self) {}
+    fn wait(&mut self, timeout: Duration) {
+        // Block like a real backend would, until input or the timeout.
+        if let Ok((port, bytes)) = self.rx.recv_timeout(timeout) {
+            self.mem.inject(port, &bytes);
+        }
+    }
+    fn stats(&self) -> tandem_io::BackendStats {
+        self.mem.stats()
+    }
+}
