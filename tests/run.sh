@@ -16,11 +16,15 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 
 if cargo fuzz --version >/dev/null 2>&1 && rustup toolchain list 2>/dev/null | grep -q nightly; then
-    echo "== fuzz (30 s per target)"
-    for dir in $(find . -path ./target -prune -o -name fuzz -type d -print); do
-        (cd "$dir" && for t in $(cargo +nightly fuzz list); do
-            cargo +nightly fuzz run "$t" seeds -- -max_total_time=30
-        done)
+    echo "== fuzz (${FUZZ_SECONDS:-20} s per target; seeds are read, new inputs go to a temp corpus)"
+    for dir in $(find . -path ./target -prune -o -type d -name fuzz -print); do
+        [[ -f $dir/Cargo.toml ]] || continue
+        for t in $(cd "$dir" && cargo +nightly fuzz list); do
+            corpus=$(mktemp -d)
+            (cd "$dir" && cargo +nightly fuzz run "$t" "$corpus" seeds -- \
+                -max_total_time="${FUZZ_SECONDS:-20}" -print_final_stats=0 2>&1 | tail -3)
+            rm -rf "$corpus"
+        done
     done
 else
     echo "== fuzz: cargo-fuzz with a nightly toolchain not present; the parsers' never-panic property tests above stand in"
