@@ -232,8 +232,18 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
         "{out}"
     );
 
-    let (code, out, _) = tandemctl(&sock, &["show", "interface"]);
-    assert_eq!(code, 0);
+    // The kernel publishes operstate asynchronously (linkwatch), so a
+    // moment after the lab came up it may still read "down": poll, bounded.
+    let mut out = String::new();
+    for _ in 0..50 {
+        let (code, text, _) = tandemctl(&sock, &["show", "interface"]);
+        assert_eq!(code, 0);
+        out = text;
+        if out.contains(r#"Interface out0 "outside", is up, line protocol is up"#) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(
         out.contains(r#"Interface out0 "outside", is up, line protocol is up"#),
         "{out}"

@@ -50,6 +50,10 @@
 //! failures) and getters: [`Unit::owned_addresses`] (which IPs and MACs to answer for),
 //! [`Unit::show`] (`show failover`), [`Unit::history`] (`show failover history`).
 //!
+//! [`codec`] encodes a [`Message`] into the payload bytes the secure link seals, and decodes
+//! untrusted payloads; the whole failover-link protocol is specified in
+//! `ctrl/ha/docs/failover-protocol.md`.
+//!
 //! The deterministic two-unit simulation that tests all of this is [`sim`] (feature
 //! `testutils`).
 
@@ -59,6 +63,7 @@
 
 extern crate alloc;
 
+pub mod codec;
 mod config;
 mod event;
 mod monitor;
