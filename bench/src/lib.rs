@@ -1,1 +1,12 @@
-//! tandem benchmarks: criterion micro-benchmarks and lab macro benchmarks
+//! tandem benchmarks: fixtures of the criterion micro-benchmarks
+//! ([`micro`], benches in `benches/`) and the macro benchmark that forwards
+//! 64-byte UDP through one unit on the veth lab and compares tandem with
+//! the Linux kernel in the same run ([`forward`], binary `forward`).
+//!
+//! Benchmarks double as tests (STYLE habit 15): `cargo test --benches` runs
+//! every criterion bench once, the fixtures have unit tests, and
+//! `tests/forward_smoke.rs` runs every row of the macro benchmark for about
+//! a second each and checks that each produced numbers.
+
+pub mod forward;
+pub mod micro;

@@ -39,9 +39,14 @@
 //! reachable_s = 300               # 1..=86400: an entry is refreshed after this long
 //! retry_ms = 1000                 # 10..=60000 between requests for an unresolved next hop
 //! max_retries = 3                 # 1..=10 requests before the parked packets are dropped
+//!
+//! [failover]                      # optional: Active/Standby failover; keys in
+//! role = "primary"                #   [`crate::failover`], with the per-interface
+//! link_device = "fo0"             #   standby_address / virtual_mac_* / monitored
 //! ```
 //!
-//! The commented example `ctrl/examples/unit.toml` shows the same keys.
+//! The commented examples `ctrl/examples/unit.toml` (standalone) and
+//! `ctrl/examples/failover-primary.toml` show the same keys.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -50,6 +55,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::failover::{FailoverSection, FailoverSettings, InterfaceFailover};
 use crate::problem::{parse_toml, ParseFailure, Problems};
 use crate::profile::{HwProfile, ProfileError, ProfileSearch, ProfileSource};
 
@@ -126,6 +132,9 @@ pub struct ConfigFile {
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub arp: ArpSection,
+    /// Active/Standby failover (see [`crate::failover`]); absent: standalone.
+    #[serde(default)]
+    pub failover: Option<FailoverSection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -152,6 +161,17 @@ pub struct InterfaceSection {
     /// u32 so that an out-of-range value gets a range message, not a type error.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Failover only: the standby unit's address on this subnet.
+    #[serde(default)]
+    pub standby_address: Option<String>,
+    /// Failover only: virtual MACs (both or neither).
+    #[serde(default)]
+    pub virtual_mac_active: Option<String>,
+    #[serde(default)]
+    pub virtual_mac_standby: Option<String>,
+    /// Failover only: counts for the interface policy (default true).
+    #[serde(default)]
+    pub monitored: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -194,6 +214,8 @@ pub struct UnitConfig {
     pub interfaces: Vec<Interface>,
     pub routes: Vec<Route>,
     pub arp: ArpSettings,
+    /// `[failover]`, validated; `None` runs the unit standalone.
+    pub failover: Option<FailoverSettings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +236,8 @@ pub struct Interface {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub mtu: u16,
+    /// Failover settings (defaults when standalone).
+    pub failover: InterfaceFailover,
 }
 
 impl Interface {
@@ -375,11 +399,17 @@ impl ConfigFile {
         let interfaces = self.validate_interfaces(profile, &mut p);
         let routes = self.validate_routes(profile, &interfaces, &mut p);
         let arp = self.validate_arp(&mut p);
+        let devices: Vec<&str> = self.interfaces.iter().map(|i| i.device.as_str()).collect();
+        let failover = self
+            .failover
+            .as_ref()
+            .and_then(|f| f.validate(profile, &devices, &mut p));
         p.into_result(UnitConfig {
             unit,
             interfaces: interfaces.into_iter().flatten().collect(),
             routes,
             arp,
+            failover,
         })
     }
 
@@ -545,6 +575,8 @@ impl ConfigFile {
                     }
                 }
             }
+            let failover =
+                crate::failover::validate_interface(p, &key, s, addr, self.failover.is_some());
             out.push(match addr {
                 Some((address, prefix_len)) if p.len() == before => Some(Interface {
                     name: s.name.clone(),
@@ -552,6 +584,7 @@ impl ConfigFile {
                     address,
                     prefix_len,
                     mtu: mtu as u16,
+                    failover,
                 }),
                 _ => None,
             });
@@ -961,7 +994,7 @@ interface = "inside"
             ("mtu = 1500", "mtu = \"big\"", "config t.toml: interface[1].mtu (line 15): invalid type: string \"big\", expected u32"),
             ("profile = \"lab\"", "profile = \"lab\"\nbackend = \"dpdk\"", "config t.toml: unit.backend (line 5): unknown variant `dpdk`, expected one of `auto`, `afxdp`, `io_uring`"),
             ("profile = \"lab\"", "profile = \"lab\"\nxdp_mode = \"fast\"", "config t.toml: unit.xdp_mode (line 5): unknown variant `fast`, expected one of `auto`, `native`, `generic`"),
-            ("mtu = 1500", "mtu = 1500\nspeed = 10", "config t.toml: interface[1].speed (line 16): unknown field `speed`, expected one of `name`, `device`, `address`, `mtu`"),
+            ("mtu = 1500", "mtu = 1500\nspeed = 10", "config t.toml: interface[1].speed (line 16): unknown field `speed`, expected one of `name`, `device`, `address`, `mtu`, `standby_address`, `virtual_mac_active`, `virtual_mac_standby`, `monitored`"),
             ("mtu = 1500", "mtu = -1", "config t.toml: interface[1].mtu (line 15): invalid value: integer `-1`, expected u32"),
         ];
         for (from, to, want) in cases {

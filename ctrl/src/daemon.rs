@@ -87,6 +87,8 @@ pub enum DaemonError {
     Backend(#[from] SelectError),
     #[error("starting the data plane: {0}")]
     Start(#[from] tandem_dataplane::StartError),
+    #[error(transparent)]
+    Failover(#[from] crate::ha::HaError),
 }
 
 impl DaemonError {
@@ -271,9 +273,14 @@ struct Unit<'a> {
     backend: String,
     backend_reason: String,
     started: Instant,
+    ha: Option<&'a crate::ha::HaHandle>,
 }
 
 impl ControlSource for Unit<'_> {
+    fn failover(&self, cmd: Command) -> Option<Response> {
+        self.ha.map(|ha| ha.execute(cmd))
+    }
+
     fn version(&self) -> VersionView {
         let p = &self.loaded.profile;
         VersionView {
@@ -413,6 +420,21 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             profile.name(),
             loaded.profile_source
         );
+        if let Some(f) = &cfg.failover {
+            println!(
+                "failover: {} unit, failover link {}, state link {}, {}",
+                f.role,
+                f.link_device,
+                f.state_device
+                    .as_deref()
+                    .unwrap_or("shared with the failover link"),
+                if f.key.is_some() {
+                    "encrypted with the failover key"
+                } else {
+                    "CLEAR TEXT (no failover key)"
+                }
+            );
+        }
         return Ok(());
     }
     tracing::info!(
@@ -426,6 +448,24 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
     // 3. The machine: devices, profile fit, MACs.
     let sys = SysNet::default();
     let origin = loaded.path.display().to_string();
+    if let Some(f) = &cfg.failover {
+        let links = [
+            ("failover.link_device", Some(&f.link_device)),
+            ("failover.state_device", f.state_device.as_ref()),
+        ];
+        for (key, dev) in links {
+            if let Some(dev) = dev {
+                if !sys.exists(dev) {
+                    return Err(DaemonError::Device {
+                        config: origin.clone(),
+                        key: key.into(),
+                        device: dev.clone(),
+                        why: "does not exist (see `ip link`)".into(),
+                    });
+                }
+            }
+        }
+    }
     for (i, ifc) in cfg.interfaces.iter().enumerate() {
         if !sys.exists(&ifc.device) {
             return Err(DaemonError::Device {
@@ -517,11 +557,29 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             backend,
         })
         .collect();
-    let dp = Dataplane::start(dataplane_config(cfg, profile, &macs), specs)?;
+    let dp_cfg = dataplane_config(cfg, profile, &macs);
+    let dp = Arc::new(match &cfg.failover {
+        // Standalone: owns the configured addresses and forwards (issue 2).
+        None => Dataplane::start(dp_cfg, specs)?,
+        // Failover: owns nothing and does not forward until the HA thread
+        // has decided the unit's role.
+        Some(_) => Dataplane::start_with_ownership(
+            dp_cfg,
+            specs,
+            crate::ha::initial_ownership(&macs),
+            tandem_dataplane::Role::NotForwarding,
+            false,
+        )?,
+    });
     tracing::info!(
         workers = profile.cores.workers.len(),
         gratuitous_arp = cfg.arp.gratuitous_count,
-        "data plane started; gratuitous ARP sent for every owned address"
+        "data plane started{}",
+        if cfg.failover.is_some() {
+            " owning no address until the failover role is decided"
+        } else {
+            "; gratuitous ARP sent for every owned address"
+        }
     );
 
     // 6. Serve until a signal.
@@ -538,6 +596,20 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         }
     }
 
+    // 7. Failover: the HA thread (pinned to the management core) owns the
+    // state machine and the failover/state link sockets.
+    let ha = match &cfg.failover {
+        None => None,
+        Some(f) => Some(crate::ha::HaHandle::start(
+            f,
+            &cfg.interfaces,
+            &macs,
+            &crate::failover::floors(profile),
+            Some(profile.cores.management),
+            Arc::clone(&dp),
+        )?),
+    };
+
     let unit = Unit {
         loaded: &loaded,
         dp: &dp,
@@ -546,6 +618,7 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         backend: backend_name,
         backend_reason: selected.reason.clone(),
         started: Instant::now(),
+        ha: ha.as_ref(),
     };
     drop(tx);
     for msg in rx.iter() {
@@ -564,6 +637,17 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
     }
     drop(unit);
     server.shutdown();
+    if let Some(ha) = ha {
+        ha.shutdown();
+    }
+    // The HA thread, the only other owner, has been joined.
+    let dp = match Arc::try_unwrap(dp) {
+        Ok(dp) => dp,
+        Err(_) => {
+            tracing::error!("data plane still shared at shutdown; workers stop with the process");
+            return Ok(());
+        }
+    };
     let last = dp.shutdown();
     let total = tandem_dataplane::CounterSnapshot::total(&last);
     tracing::info!(

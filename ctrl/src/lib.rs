@@ -5,6 +5,8 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod failover;
+pub mod ha;
 pub mod problem;
 pub mod profile;
 pub mod render;

@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    parse_mac, ArpView, Command, CountersView, InterfaceView, RouteView, VersionView,
+    parse_mac, ArpView, Command, CommandDone, CountersView, FailoverHost, FailoverStatus,
+    FailoverTransition, InterfaceView, RouteView, VersionView,
 };
 use crate::config::mask;
 use crate::profile::format_cores;
@@ -25,6 +26,15 @@ pub fn render(cmd: Command, data: &serde_json::Value) -> Result<String, String> 
         Command::ShowArp => arp(&decode::<Vec<ArpView>>(cmd, data)?),
         Command::ShowCounters => counters(&decode::<CountersView>(cmd, data)?),
         Command::ShowVersion => version(&decode::<VersionView>(cmd, data)?),
+        Command::ShowFailover => failover(&decode::<FailoverStatus>(cmd, data)?),
+        Command::ShowFailoverState => failover_state(&decode::<FailoverStatus>(cmd, data)?),
+        Command::ShowMonitorInterface => monitor_interface(&decode::<FailoverStatus>(cmd, data)?),
+        Command::ShowFailoverHistory => history(&decode::<Vec<FailoverTransition>>(cmd, data)?),
+        Command::FailoverActive
+        | Command::NoFailoverActive
+        | Command::FailoverReset
+        | Command::NoFailover
+        | Command::Failover => decode::<CommandDone>(cmd, data)?.message + "\n",
     })
 }
 
@@ -249,6 +259,181 @@ fn table(rows: &[Vec<String>], right: &[bool], indent: &str) -> String {
         s.push('\n');
     }
     s
+}
+
+fn secs(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} seconds", ms / 1000)
+    } else {
+        format!("{ms} milliseconds")
+    }
+}
+
+fn host_lines(out: &mut String, title: &str, h: &FailoverHost) {
+    let _ = writeln!(out, "        {title}: {} - {}", h.role, h.state);
+    if let Some(ms) = h.age_ms {
+        let what = if title == "This host" {
+            "Active time"
+        } else {
+            "Last heard"
+        };
+        let _ = writeln!(out, "                {what}: {} ms ago", ms);
+    }
+    for i in &h.interfaces {
+        let _ = writeln!(
+            out,
+            "                Interface {} ({}): {} ({})",
+            i.name,
+            i.ip.as_deref().unwrap_or("0.0.0.0"),
+            i.status,
+            if i.monitored {
+                "Monitored"
+            } else {
+                "Not-Monitored"
+            }
+        );
+    }
+}
+
+/// `show failover`, modelled on the appliance's output.
+pub fn failover(v: &FailoverStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Failover {}", if v.failover { "On" } else { "Off" });
+    let _ = writeln!(out, "Failover unit {}", v.unit);
+    let _ = writeln!(
+        out,
+        "Failover LAN Interface: {} {} ({}){}",
+        v.link_name,
+        v.link_device,
+        v.link_carrier,
+        v.link_failed
+            .as_ref()
+            .map(|f| format!(", FAILED: {f}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "Failover link security: {}, session {}{}",
+        v.link_protection,
+        if v.link_session { "up" } else { "down" },
+        if v.link_rejected > 0 {
+            format!(", {} frames from the mate rejected", v.link_rejected)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "Unit Poll frequency {}, holdtime {}",
+        secs(v.unit_polltime_ms),
+        secs(v.unit_holdtime_ms)
+    );
+    let _ = writeln!(
+        out,
+        "Interface Poll frequency {}, holdtime {}",
+        secs(v.interface_polltime_ms),
+        secs(v.interface_holdtime_ms)
+    );
+    let _ = writeln!(
+        out,
+        "Interface Policy {}\nMonitored Interfaces {}",
+        v.interface_policy, v.monitored
+    );
+    if let Some(t) = &v.last_failover {
+        let _ = writeln!(
+            out,
+            "Last Failover at: {} ms after start: {} → {} ({})",
+            t.at_ms, t.from, t.to, t.reason
+        );
+    }
+    host_lines(&mut out, "This host", &v.this_host);
+    match &v.other_host {
+        Some(h) => host_lines(&mut out, "Other host", h),
+        None => out.push_str("        Other host: not heard\n"),
+    }
+    let _ = writeln!(
+        out,
+        "Stateful Failover Logical Update Statistics\n        Link : {}{}",
+        v.state_device.as_deref().unwrap_or(&v.link_device),
+        v.state_stale
+            .as_ref()
+            .map(|s| format!(" (stale: {s})"))
+            .unwrap_or_default()
+    );
+    out
+}
+
+/// `show failover state`.
+pub fn failover_state(v: &FailoverStatus) -> String {
+    let mut rows = vec![vec![
+        String::new(),
+        "State".into(),
+        "Last Failure Reason".into(),
+    ]];
+    rows.push(vec![
+        format!("This host  - {}", v.this_host.role),
+        v.this_host.state.clone(),
+        v.link_failed.clone().unwrap_or_else(|| "None".into()),
+    ]);
+    match &v.other_host {
+        Some(h) => rows.push(vec![
+            format!("Other host - {}", h.role),
+            h.state.clone(),
+            "None".into(),
+        ]),
+        None => rows.push(vec![
+            "Other host".into(),
+            "Not Detected".into(),
+            "None".into(),
+        ]),
+    }
+    table(&rows, &[false, false, false], "")
+}
+
+/// `show monitor-interface`.
+pub fn monitor_interface(v: &FailoverStatus) -> String {
+    let mut out = String::new();
+    for (title, h) in [
+        ("This host", Some(&v.this_host)),
+        ("Other host", v.other_host.as_ref()),
+    ] {
+        let Some(h) = h else { continue };
+        let _ = writeln!(out, "        {title}: {} - {}", h.role, h.state);
+        for i in &h.interfaces {
+            let _ = writeln!(
+                out,
+                "                Interface {} ({}): {} ({})",
+                i.name,
+                i.ip.as_deref().unwrap_or("0.0.0.0"),
+                i.status,
+                if i.monitored {
+                    "Monitored"
+                } else {
+                    "Not-Monitored"
+                }
+            );
+        }
+    }
+    out
+}
+
+/// `show failover history`.
+pub fn history(list: &[FailoverTransition]) -> String {
+    let mut rows = vec![vec![
+        "Time (ms)".to_string(),
+        "From State".into(),
+        "To State".into(),
+        "Reason".into(),
+    ]];
+    for t in list {
+        rows.push(vec![
+            t.at_ms.to_string(),
+            t.from.clone(),
+            t.to.clone(),
+            t.reason.clone(),
+        ]);
+    }
+    table(&rows, &[true, false, false, false], "")
 }
 
 #[cfg(test)]

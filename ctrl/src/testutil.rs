@@ -35,8 +35,68 @@ impl Drop for TempDir {
 use std::net::Ipv4Addr;
 
 use crate::api::{
-    ArpView, ControlSource, CountersView, InterfaceView, RouteView, VersionView, WorkerCounters,
+    ArpView, Command, CommandDone, ControlSource, CountersView, FailoverHost, FailoverInterface,
+    FailoverStatus, FailoverTransition, InterfaceView, Response, RouteView, VersionView,
+    WorkerCounters,
 };
+
+fn fake_host(role: &str, state: &str, last: u8, age_ms: u64) -> FailoverHost {
+    let i = |name: &str, net: u8| FailoverInterface {
+        name: name.into(),
+        ip: Some(format!("198.18.{net}.{last}")),
+        mac: Some(format!("02:00:00:00:0{net}:0{last}")),
+        status: "Normal".into(),
+        monitored: net == 1,
+    };
+    FailoverHost {
+        role: role.into(),
+        state: state.into(),
+        age_ms: Some(age_ms),
+        failover_enabled: true,
+        failed_interfaces: 0,
+        interfaces: vec![i("outside", 1), i("inside", 2)],
+    }
+}
+
+fn fake_transition() -> FailoverTransition {
+    FailoverTransition {
+        at_ms: 60,
+        from: "Negotiation".into(),
+        to: "Active".into(),
+        reason: "no peer detected on the failover link for 60 ms after start".into(),
+    }
+}
+
+/// The `show failover` data of [`FakeSource`]: an encrypted pair, this host
+/// primary and active, the mate standby ready.
+pub fn fake_failover() -> FailoverStatus {
+    FailoverStatus {
+        failover: true,
+        unit: "Primary".into(),
+        link_name: "folink".into(),
+        link_device: "fo0".into(),
+        link_active_ip: Some("198.18.3.1".into()),
+        link_standby_ip: Some("198.18.3.2".into()),
+        link_carrier: "up".into(),
+        link_failed: None,
+        link_session: true,
+        link_protection: "encrypted (AES-256-GCM)".into(),
+        link_rejected: 0,
+        state_device: Some("st0".into()),
+        state_stale: None,
+        unit_polltime_ms: 1000,
+        unit_holdtime_ms: 15000,
+        interface_polltime_ms: 5000,
+        interface_holdtime_ms: 25000,
+        link_state_polltime_ms: 500,
+        interface_policy: "1".into(),
+        monitored: 1,
+        this_host: fake_host("Primary", "Active", 1, 7_200_000),
+        other_host: Some(fake_host("Secondary", "Standby Ready", 2, 3)),
+        last_failover: Some(fake_transition()),
+        term: 1,
+    }
+}
 
 /// A control source with fixed data: two interfaces, four routes, two ARP
 /// entries, one worker's counters. Used by the protocol and rendering tests.
@@ -129,6 +189,23 @@ impl ControlSource for FakeSource {
                 age_ms: 900,
             },
         ]
+    }
+
+    fn failover(&self, cmd: Command) -> Option<Response> {
+        let done = |m: &str| {
+            Response::ok(CommandDone {
+                message: m.to_string(),
+            })
+        };
+        Some(match cmd {
+            Command::ShowFailoverHistory => Response::ok(vec![fake_transition()]),
+            Command::FailoverActive => done("this unit is becoming active"),
+            Command::NoFailoverActive => done("this unit is handing the active role to its mate"),
+            Command::FailoverReset => done("failover reset"),
+            Command::NoFailover => done("failover disabled on this unit"),
+            Command::Failover => done("failover enabled on this unit"),
+            _ => Response::ok(fake_failover()),
+        })
     }
 
     fn counters(&self) -> CountersView {

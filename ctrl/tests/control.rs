@@ -80,6 +80,77 @@ Packet I/O: afxdp-copy
         unit.backend = "auto" and AF_XDP opened as afxdp-copy on out0, in0 (XDP mode: out0 native, in0 native)
 "#,
     ),
+    (
+        "show failover",
+        r#"Failover On
+Failover unit Primary
+Failover LAN Interface: folink fo0 (up)
+Failover link security: encrypted (AES-256-GCM), session up
+Unit Poll frequency 1 seconds, holdtime 15 seconds
+Interface Poll frequency 5 seconds, holdtime 25 seconds
+Interface Policy 1
+Monitored Interfaces 1
+Last Failover at: 60 ms after start: Negotiation → Active (no peer detected on the failover link for 60 ms after start)
+        This host: Primary - Active
+                Active time: 7200000 ms ago
+                Interface outside (198.18.1.1): Normal (Monitored)
+                Interface inside (198.18.2.1): Normal (Not-Monitored)
+        Other host: Secondary - Standby Ready
+                Last heard: 3 ms ago
+                Interface outside (198.18.1.2): Normal (Monitored)
+                Interface inside (198.18.2.2): Normal (Not-Monitored)
+Stateful Failover Logical Update Statistics
+        Link : st0
+"#,
+    ),
+    (
+        "show failover state",
+        r#"                        State          Last Failure Reason
+This host  - Primary    Active         None
+Other host - Secondary  Standby Ready  None
+"#,
+    ),
+    (
+        "show failover history",
+        r#"Time (ms)  From State   To State  Reason
+       60  Negotiation  Active    no peer detected on the failover link for 60 ms after start
+"#,
+    ),
+    (
+        "show monitor-interface",
+        r#"        This host: Primary - Active
+                Interface outside (198.18.1.1): Normal (Monitored)
+                Interface inside (198.18.2.1): Normal (Not-Monitored)
+        Other host: Secondary - Standby Ready
+                Interface outside (198.18.1.2): Normal (Monitored)
+                Interface inside (198.18.2.2): Normal (Not-Monitored)
+"#,
+    ),
+    (
+        "failover active",
+        r#"this unit is becoming active
+"#,
+    ),
+    (
+        "no failover active",
+        r#"this unit is handing the active role to its mate
+"#,
+    ),
+    (
+        "failover reset",
+        r#"failover reset
+"#,
+    ),
+    (
+        "no failover",
+        r#"failover disabled on this unit
+"#,
+    ),
+    (
+        "failover",
+        r#"failover enabled on this unit
+"#,
+    ),
 ];
 
 #[test]

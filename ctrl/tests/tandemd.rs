@@ -74,6 +74,50 @@ fn check_prints_config_ok() {
 }
 
 #[test]
+fn check_prints_the_failover_setup() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/failover-primary.toml");
+    let out = tandemd()
+        .arg("-c")
+        .arg(&example)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "failover: Primary unit, failover link fo0, state link st0, encrypted with the failover key"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn missing_failover_link_device_exits_2_naming_the_key() {
+    let dir = TempDir::new("nofo");
+    let path = dir.path().join("gw.toml");
+    let sock = dir.path().join("s.sock");
+    // The failover link is checked before the data devices (which do not
+    // exist either).
+    let text = config(&sock, "auto", "tdnodev0", "tdnodev1")
+        + "\n[failover]\nrole = \"primary\"\nlink_device = \"tdnofo0\"\n";
+    std::fs::write(&path, text).unwrap();
+    let out = tandemd().arg("-c").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(r#"failover.link_device: device "tdnofo0" does not exist"#),
+        "{stderr}"
+    );
+    assert!(!sock.exists());
+}
+
+#[test]
 fn bad_config_exits_2_naming_the_key() {
     let dir = TempDir::new("badcfg");
     let path = dir.path().join("gw.toml");

@@ -504,6 +504,28 @@ impl ArpTable {
         }
     }
 
+    /// The address of the `n`-th most recently confirmed resolved entry on
+    /// `port` (0: the most recent), for the seeds' ARP test ("an ARP request
+    /// for the IP address in the most recent entry in its ARP table", then
+    /// "the *next* entry"). O(n × capacity), no allocation; used a few times
+    /// per interface test, never per packet.
+    pub fn nth_recent(&self, port: PortId, n: usize) -> Option<u32> {
+        let on_port = |e: &&Neigh| e.live && !e.incomplete && (e.key >> 32) as PortId == port;
+        // Entries ordered by (confirmed, key), newest first; walk down n times.
+        let mut bound: Option<(Timestamp, u64)> = None;
+        for _ in 0..=n {
+            bound = Some(
+                self.slab
+                    .iter()
+                    .filter(on_port)
+                    .map(|e| (e.confirmed, e.key))
+                    .filter(|k| bound.is_none_or(|b| *k < b))
+                    .max()?,
+            );
+        }
+        bound.map(|(_, k)| k as u32)
+    }
+
     /// State of `ip` on `port`, if present.
     pub fn state(&self, now: Timestamp, port: PortId, ip: u32) -> Option<ArpState> {
         self.lookup(port, ip)
@@ -653,6 +675,21 @@ mod tests {
         assert_eq!(t.learn(later, 0, 3, M, true), Learned::Created);
         assert_eq!(t.lookup(0, 1), None, "oldest stale evicted");
         assert!(t.lookup(0, 2).is_some());
+    }
+
+    #[test]
+    fn nth_recent_walks_entries_of_one_port_newest_first() {
+        let mut t = ArpTable::new(8, 1, 1, timers());
+        let at = Timestamp::from_millis;
+        t.learn(at(1), 0, 10, M, true);
+        t.learn(at(3), 0, 11, M, true);
+        t.learn(at(2), 0, 12, M, true);
+        t.learn(at(9), 1, 13, M, true);
+        t.create_incomplete(at(10), 0, 14).unwrap();
+        let got: Vec<_> = (0..5).map(|n| t.nth_recent(0, n)).collect();
+        assert_eq!(got, [Some(11), Some(12), Some(10), None, None]);
+        assert_eq!(t.nth_recent(1, 0), Some(13));
+        assert_eq!(t.nth_recent(2, 0), None);
     }
 
     proptest! {

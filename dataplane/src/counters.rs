@@ -10,9 +10,9 @@ macro_rules! counters {
     ($( $(#[doc = $doc:literal])+ $name:ident, )+) => {
         /// A worker's counters. Every received frame ends as exactly one of:
         /// forwarded (`forwarded`), answered in place (`tx_arp_reply`,
-        /// `tx_icmp_echo_reply`), consumed (`rx_for_us`,
-        /// `rx_arp_*` other than answered requests) or dropped (exactly one
-        /// `drop_*`; an ICMP error may then be sent in its frame).
+        /// `tx_icmp_echo_reply`), consumed (`rx_for_us`, `rx_not_owned`,
+        /// `rx_punted`, `rx_arp_*` other than answered requests) or dropped
+        /// (exactly one `drop_*`; an ICMP error may then be sent in its frame).
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
         pub struct Counters {
             $( $(#[doc = $doc])+ pub $name: u64, )+
@@ -95,6 +95,11 @@ counters! {
     rx_arp_conflict,
     /// IPv4 datagrams to an owned address that are not answered (only echo is).
     rx_for_us,
+    /// Frames to a MAC this unit owned before its last ownership change and
+    /// gives up now (a neighbour that missed the gratuitous ARP), consumed silently.
+    rx_not_owned,
+    /// Frames of tandem's failover EtherType handed to the management thread.
+    rx_punted,
     /// ARP replies sent for owned addresses.
     tx_arp_reply,
     /// ARP requests sent to resolve or probe a next hop.
@@ -105,6 +110,13 @@ counters! {
     tx_icmp_echo_reply,
     /// ICMP errors sent (time exceeded, unreachable, fragmentation needed).
     tx_icmp_error,
+    /// Frames built by the management thread queued for transmit (worker 0).
+    tx_injected,
+    /// Broadcast pings sent for the interface tests (worker 0).
+    tx_broadcast_ping,
+    /// Interface-test frames (ARP probe, broadcast ping) not sent: no such
+    /// ARP entry, no owned address on the interface, or no free frame.
+    tx_test_skipped,
     /// ICMP errors not sent because of the rate limit (RFC 1812 4.3.2.8).
     icmp_rate_limited,
     /// Locally generated frames (ARP) not sent because no frame was free.
@@ -134,6 +146,15 @@ counters! {
     drop_arp_unresolved,
     /// Dropped: the backend's TX ring refused it.
     drop_tx_ring_full,
+    /// Dropped: transit traffic while the unit does not forward (standby),
+    /// including frames held for ARP when it stopped forwarding.
+    drop_not_active,
+    /// Dropped: a failover frame to punt, but the management thread's queue
+    /// was full (or nobody listens).
+    drop_punt_full,
+    /// Not sent: a frame to inject refused because worker 0's inject queue
+    /// was full. Counted by the management handle and reported with worker 0.
+    drop_inject_full,
     /// Backend: frames dropped before the worker saw them.
     backend_rx_dropped,
     /// Backend: frame allocations that failed.
@@ -150,6 +171,73 @@ impl CounterSnapshot {
             t.add(&s.counters());
         }
         t
+    }
+}
+
+/// Per-interface receive counters of one worker (or summed over workers),
+/// for the seeds' interface tests (seeds 004, "Interface Tests"): "Network
+/// Activity" needs every frame received on the interface during the test,
+/// whoever it was addressed to; the "ARP test" needs ARP replies. Monotonic;
+/// the management thread compares two readings ("each unit clears its
+/// received packet count" becomes a snapshot at the start of the test).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PortCounters {
+    /// Frames received on the interface, any destination, any EtherType.
+    pub rx: u64,
+    /// ARP frames received, any destination (before the MAC filter).
+    pub rx_arp: u64,
+    /// Valid ARP replies addressed to this unit (its MAC or broadcast).
+    pub rx_arp_reply: u64,
+}
+
+impl PortCounters {
+    pub fn add(&mut self, o: &PortCounters) {
+        self.rx = self.rx.wrapping_add(o.rx);
+        self.rx_arp = self.rx_arp.wrapping_add(o.rx_arp);
+        self.rx_arp_reply = self.rx_arp_reply.wrapping_add(o.rx_arp_reply);
+    }
+}
+
+/// The published copy of one worker's [`PortCounters`], one per interface:
+/// plain atomics, stored once per batch, read without locks.
+#[derive(Debug)]
+pub struct SharedPortCounters {
+    ports: Box<[[AtomicU64; 3]]>,
+}
+
+impl SharedPortCounters {
+    pub fn new(ports: usize) -> SharedPortCounters {
+        SharedPortCounters {
+            ports: (0..ports).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Relaxed stores, like [`SharedCounters::publish`]; extra entries on
+    /// either side are ignored.
+    pub fn publish(&self, c: &[PortCounters]) {
+        for (slot, c) in self.ports.iter().zip(c) {
+            slot[0].store(c.rx, Relaxed);
+            slot[1].store(c.rx_arp, Relaxed);
+            slot[2].store(c.rx_arp_reply, Relaxed);
+        }
+    }
+
+    pub fn load(&self, port: usize) -> PortCounters {
+        self.ports
+            .get(port)
+            .map_or_else(PortCounters::default, |s| PortCounters {
+                rx: s[0].load(Relaxed),
+                rx_arp: s[1].load(Relaxed),
+                rx_arp_reply: s[2].load(Relaxed),
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
     }
 }
 
@@ -173,5 +261,15 @@ mod tests {
         assert_eq!(json["drop_no_route"], 2);
         assert_eq!(CounterSnapshot::total(&[snap.clone(), snap]).rx, 6);
         assert_eq!(Counters::NAMES.len(), c.fields().count());
+
+        let p = SharedPortCounters::new(2);
+        let c = PortCounters {
+            rx: 5,
+            rx_arp: 2,
+            rx_arp_reply: 1,
+        };
+        p.publish(&[PortCounters::default(), c]);
+        assert_eq!(p.load(1), c);
+        assert_eq!(p.load(7), PortCounters::default());
     }
 }

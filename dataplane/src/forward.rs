@@ -35,9 +35,34 @@
 //!   restored to the received value).
 //! * Directed broadcasts of connected subnets are not forwarded (RFC 2644)
 //!   and neither are martians (RFC 1812 5.3.7); both count `drop_martian`.
+//!
+//! Failover (issue 3, seeds 004 "MAC Addresses and IP Addresses in
+//! Failover"):
+//! * Which address and MAC each interface owns changes at run time
+//!   ([`Forwarder::set_ownership`], one call for all interfaces, so a batch
+//!   never sees half a change). Only the owned address is answered (ARP,
+//!   echo) and announced; the owned MAC is the source of everything sent and
+//!   the only unicast MAC accepted. Frames to the MAC given up at the last
+//!   change are counted `rx_not_owned` rather than `drop_other_mac`: they
+//!   show a neighbour that missed the gratuitous ARP. The connected prefix
+//!   stays from the configuration. With no owned address, ARP requests to
+//!   resolve next hops carry sender address 0.0.0.0 (an RFC 5227 probe) and
+//!   no ICMP errors are sent from that interface.
+//! * [`Role::NotForwarding`] (a standby): transit datagrams are dropped,
+//!   `drop_not_active`, without ICMP errors; frames held for ARP when the
+//!   role changed are dropped the same way when their next hop resolves.
+//!   Datagrams for an owned address are still answered.
+//! * Frames of [`ETHERTYPE_TANDEM`] to the owned MAC, the MAC given up last
+//!   (the mate may address it until it hears of the change) or a group
+//!   address are copied to the management thread (`rx_punted`, or
+//!   `drop_punt_full`) and freed; frames built by the management thread are
+//!   sent by [`Forwarder::send_injected`].
+//! * Per-interface receive counters ([`PortCounters`]) count every frame
+//!   received, before any filtering, for the seeds' interface tests.
 
 use std::net::Ipv4Addr;
 
+use crossbeam_channel::Sender;
 use tandem_io::{Backend, Frame, PortId};
 use tandem_wire::builder::{echo_reply_in_place, emit_arp_frame, IcmpError};
 use tandem_wire::ethernet::HEADER_LEN as ETH_LEN;
@@ -50,7 +75,9 @@ use tandem_wire::{
 
 use crate::arp::{ArpEvent, ArpRecord, ArpState, ArpTable, Learned, Resolution};
 use crate::config::{is_unicast, mask, ArpTimers, ConfigError, DataplaneConfig};
-use crate::counters::Counters;
+use crate::counters::{Counters, PortCounters};
+use crate::ownership::{InterfaceOwnership, Ownership, OwnershipError, Role, Subnet};
+use crate::punt::{InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM};
 use crate::route::{RouteEntry, RouteTable};
 use crate::time::Timestamp;
 use crate::tx::TxBatches;
@@ -66,8 +93,12 @@ const BROADCAST: [u8; 6] = [0xff; 6];
 
 struct Iface {
     name: String,
+    /// The MAC owned now (see [`InterfaceOwnership::mac`]).
     mac: [u8; 6],
-    addr: u32,
+    /// The MAC owned before the last ownership change that changed it.
+    retired: Option<[u8; 6]>,
+    /// The address owned now, if any (see [`InterfaceOwnership::addr`]).
+    addr: Option<u32>,
     net: u32,
     mask: u32,
     /// Directed broadcast address, when the subnet has one (prefix ≤ 30).
@@ -85,6 +116,8 @@ enum Action {
     Hold { arp: usize, len: usize },
     /// No ARP entry for `ip` on `port`: create one, ask, hold the frame.
     Resolve { port: PortId, ip: u32, len: usize },
+    /// A failover protocol frame: copy it to the management thread, free it.
+    Punt,
 }
 
 struct Verdict {
@@ -111,6 +144,8 @@ impl From<Action> for Verdict {
 struct Local {
     ifaces: Vec<Iface>,
     counters: Counters,
+    /// Per interface, indexed by port.
+    ports: Vec<PortCounters>,
     icmp_credit: u64,
     icmp_last: Timestamp,
 }
@@ -118,6 +153,12 @@ struct Local {
 /// The routed forwarder of one worker. See the module doc.
 pub struct Forwarder {
     local: Local,
+    role: Role,
+    subnets: Vec<Subnet>,
+    /// Where punted frames go, and the worker index they are stamped with.
+    punt: Option<(Sender<PuntedFrame>, usize)>,
+    /// Scratch for building a punted frame without a 1.5 KB stack zero-fill.
+    punt_scratch: Box<PuntedFrame>,
     routes: RouteTable,
     arp: ArpTable,
     timers: ArpTimers,
@@ -142,7 +183,8 @@ impl Forwarder {
                 Iface {
                     name: i.name.clone(),
                     mac: i.mac,
-                    addr: a,
+                    retired: None,
+                    addr: Some(a),
                     net: a & m,
                     mask: m,
                     bcast: (i.prefix_len <= 30).then_some(a | !m),
@@ -155,9 +197,14 @@ impl Forwarder {
             local: Local {
                 ifaces,
                 counters: Counters::default(),
+                ports: vec![PortCounters::default(); cfg.interfaces.len()],
                 icmp_credit: ICMP_BURST * ICMP_TOKEN_NS,
                 icmp_last: Timestamp::ZERO,
             },
+            role: Role::Forwarding,
+            subnets: cfg.interfaces.iter().map(Subnet::of).collect(),
+            punt: None,
+            punt_scratch: Box::new(PuntedFrame::EMPTY),
             routes,
             arp: ArpTable::new(t.arp, t.arp_pending, t.arp_pending_per_hop, cfg.arp),
             timers: cfg.arp,
@@ -170,6 +217,196 @@ impl Forwarder {
     /// [`TxBatches`]; backend counters in the backend).
     pub fn counters(&self) -> &Counters {
         &self.local.counters
+    }
+
+    /// Receive counters per interface (port order).
+    pub fn port_counters(&self) -> &[PortCounters] {
+        &self.local.ports
+    }
+
+    /// Punted frames go to `tx`, stamped with `worker`. Without a sink they
+    /// are dropped (`drop_punt_full`).
+    pub fn set_punt(&mut self, tx: Sender<PuntedFrame>, worker: usize) {
+        self.punt = Some((tx, worker));
+    }
+
+    /// Applies a new ownership for every interface and the role, all at
+    /// once (between two batches, so no batch sees half of it). With
+    /// `announce`, starts a gratuitous ARP burst for every owned address with
+    /// the new MACs (as [`Forwarder::start_gratuitous_arp`]); without, a
+    /// burst in progress is cancelled, since it was announcing what this
+    /// unit may no longer own. Nothing changes on error. Does not allocate.
+    pub fn set_ownership(
+        &mut self,
+        now: Timestamp,
+        own: &Ownership,
+        role: Role,
+        announce: bool,
+    ) -> Result<(), OwnershipError> {
+        own.check(&self.subnets)?;
+        for (ifc, o) in self.local.ifaces.iter_mut().zip(&own.interfaces) {
+            if o.mac != ifc.mac {
+                ifc.retired = Some(ifc.mac);
+                ifc.mac = o.mac;
+            }
+            ifc.addr = o.addr.map(u32::from);
+        }
+        self.role = role;
+        if announce {
+            self.start_gratuitous_arp(now);
+        } else {
+            self.garp_left = 0;
+            self.garp_next = Timestamp::NEVER;
+        }
+        Ok(())
+    }
+
+    /// What `port` owns now.
+    pub fn ownership(&self, port: PortId) -> Option<InterfaceOwnership> {
+        self.local.ifaces.get(port).map(|i| InterfaceOwnership {
+            addr: i.addr.map(Ipv4Addr::from),
+            mac: i.mac,
+        })
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Queues a frame built by the management thread for transmit on its
+    /// interface, in a fresh frame (zero-padded to the Ethernet minimum).
+    /// Counted `tx_injected`; `tx_alloc_failed` when no frame is free or the
+    /// frame does not fit the backend's frames or the interface's MTU.
+    pub fn send_injected(
+        &mut self,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+        inj: &InjectedFrame,
+    ) {
+        let port = inj.interface();
+        let bytes = inj.frame();
+        let fits = self
+            .local
+            .ifaces
+            .get(port)
+            .is_some_and(|i| bytes.len() <= usize::from(i.mtu) + ETH_LEN + 4);
+        if !fits {
+            self.local.counters.tx_alloc_failed += 1;
+            return;
+        }
+        let Some(mut f) = backend.alloc() else {
+            self.local.counters.tx_alloc_failed += 1;
+            return;
+        };
+        let len = bytes.len().max(ETH_MIN_FRAME);
+        let Some(slot) = backend.frame_mut(f).get_mut(..len) else {
+            backend.free(f);
+            self.local.counters.tx_alloc_failed += 1;
+            return;
+        };
+        slot[..bytes.len()].copy_from_slice(bytes);
+        slot[bytes.len()..].fill(0);
+        f.len = len as u32;
+        self.local.counters.tx_injected += 1;
+        out.push(backend, port, f);
+    }
+
+    /// Seeds 004, "ARP test": "Each unit sends a single ARP request for the
+    /// IP address in the most recent entry in its ARP table", then for "the
+    /// *next* entry": one broadcast ARP request on `port` for the
+    /// `recent`-th most recently confirmed entry there (0 = the most recent),
+    /// from the address owned there (0.0.0.0 without one). Returns false,
+    /// counted `tx_test_skipped`, when there is no such entry.
+    pub fn send_arp_probe(
+        &mut self,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+        port: PortId,
+        recent: usize,
+    ) -> bool {
+        let Some(ip) = self
+            .arp
+            .nth_recent(port, recent)
+            .filter(|_| port < self.local.ifaces.len())
+        else {
+            self.local.counters.tx_test_skipped += 1;
+            return false;
+        };
+        self.local
+            .send_arp(backend, out, port, BROADCAST, ip, false);
+        true
+    }
+
+    /// Seeds 004, "Broadcast Ping test": "Each unit sends a broadcast ping":
+    /// one ICMP echo request (identifier 0x7464, "td"; sequence `seq`) from
+    /// the address owned on `port` to the subnet's directed broadcast
+    /// address (255.255.255.255 on a /31 or /32), Ethernet broadcast.
+    /// Returns false, counted `tx_test_skipped`, without an owned address
+    /// (seeds 004: without a standby IP "the active unit cannot perform
+    /// network tests to check the standby interface health") or a free frame.
+    /// Replies come back as echo replies to the owned address (`rx_for_us`);
+    /// the test counts any received frame. Many hosts ignore broadcast pings
+    /// (Linux: `icmp_echo_ignore_broadcasts=1`).
+    pub fn send_broadcast_ping(
+        &mut self,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+        port: PortId,
+        seq: u16,
+    ) -> bool {
+        const IDENT: u16 = 0x7464;
+        const DATA: &[u8] = b"tandem interface test";
+        let Some((mac, Some(src), bcast)) = self
+            .local
+            .ifaces
+            .get(port)
+            .map(|i| (i.mac, i.addr, i.bcast))
+        else {
+            self.local.counters.tx_test_skipped += 1;
+            return false;
+        };
+        let Some(mut f) = backend.alloc() else {
+            self.local.counters.tx_test_skipped += 1;
+            self.local.counters.tx_alloc_failed += 1;
+            return false;
+        };
+        let icmp = Icmpv4Repr::EchoRequest {
+            ident: IDENT,
+            seq_no: seq,
+            data_len: DATA.len() as u16,
+        };
+        let dst = bcast.unwrap_or(u32::MAX);
+        let ip = Ipv4Repr::new(
+            Ipv4Addr::from(src),
+            Ipv4Addr::from(dst),
+            IpProtocol::ICMP,
+            icmp.buffer_len() as u16,
+            64,
+        );
+        let eth = EthernetRepr {
+            src: MacAddr(mac),
+            dst: MacAddr(BROADCAST),
+            vlan: None,
+            ethertype: EtherType::IPV4,
+        };
+        let at = ETH_LEN + ip.header_len();
+        let len = (at + icmp.buffer_len()).max(ETH_MIN_FRAME);
+        let emitted = backend.frame_mut(f).get_mut(..len).is_some_and(|buf| {
+            buf.fill(0);
+            buf[at + 8..at + 8 + DATA.len()].copy_from_slice(DATA);
+            icmp.emit(&mut buf[at..]).is_ok()
+                && ip.emit(&mut buf[ETH_LEN..]).is_ok()
+                && eth.emit(buf).is_ok()
+        });
+        if !emitted {
+            backend.free(f);
+            self.local.counters.tx_test_skipped += 1;
+            return false;
+        }
+        f.len = len as u32;
+        self.local.counters.tx_broadcast_ping += 1;
+        out.push(backend, port, f);
+        true
     }
 
     /// Number of interfaces (= ports served).
@@ -247,6 +484,9 @@ impl Forwarder {
         if !frames.is_empty() {
             self.local.counters.batches += 1;
         }
+        if let Some(p) = self.local.ports.get_mut(rx_port) {
+            p.rx += frames.len() as u64;
+        }
         for &f in frames {
             self.process_frame(now, backend, rx_port, f, out);
         }
@@ -286,12 +526,30 @@ impl Forwarder {
                     backend.free(f);
                 }
             },
+            Action::Punt => {
+                self.punt(now, rx_port, backend.frame(f));
+                backend.free(f);
+            }
         }
         if let Some((port, ip, mac)) = v.probe {
             self.local.send_arp(backend, out, port, mac, ip, false);
         }
         if let Some(i) = v.resolved {
             self.release(backend, out, i);
+        }
+    }
+
+    /// Copies a failover frame to the management thread without blocking.
+    fn punt(&mut self, now: Timestamp, rx_port: PortId, bytes: &[u8]) {
+        let Some((tx, worker)) = &self.punt else {
+            self.local.counters.drop_punt_full += 1;
+            return;
+        };
+        self.punt_scratch.fill(rx_port, *worker, now, bytes);
+        if tx.try_send(*self.punt_scratch).is_ok() {
+            self.local.counters.rx_punted += 1;
+        } else {
+            self.local.counters.drop_punt_full += 1;
         }
     }
 
@@ -306,6 +564,14 @@ impl Forwarder {
     fn release(&mut self, backend: &mut dyn Backend, out: &mut TxBatches, i: usize) {
         let (port, mac) = self.arp.neighbour(i);
         let src = self.local.ifaces[port].mac;
+        if self.role == Role::NotForwarding {
+            // Held while this unit was forwarding; it no longer is.
+            while let Some((f, _)) = self.arp.pop_held(i) {
+                self.local.counters.drop_not_active += 1;
+                backend.free(f);
+            }
+            return;
+        }
         while let Some((f, _)) = self.arp.pop_held(i) {
             let mut eth = EthernetFrame::new_unchecked(backend.frame_mut(f));
             eth.set_dst(MacAddr(mac));
@@ -323,9 +589,15 @@ impl Forwarder {
         out: &mut TxBatches,
     ) {
         let local = &mut self.local;
+        let forwarding = self.role == Role::Forwarding;
         self.arp.poll(now, |ev| match ev {
             ArpEvent::Request { port, ip, mac } => {
                 local.send_arp(backend, out, port, mac.unwrap_or(BROADCAST), ip, false);
+            }
+            ArpEvent::Unresolved { frame, .. } if !forwarding => {
+                // Held while forwarding; a standby sends no ICMP errors about it.
+                local.counters.drop_not_active += 1;
+                backend.free(frame);
             }
             ArpEvent::Unresolved { frame, rx_port, .. } => {
                 local.counters.drop_arp_unresolved += 1;
@@ -356,9 +628,10 @@ impl Forwarder {
         });
         if self.garp_left > 0 && now >= self.garp_next {
             for port in 0..self.local.ifaces.len() {
-                let own = self.local.ifaces[port].addr;
-                self.local
-                    .send_arp(backend, out, port, BROADCAST, own, true);
+                if let Some(own) = self.local.ifaces[port].addr {
+                    self.local
+                        .send_arp(backend, out, port, BROADCAST, own, true);
+                }
             }
             self.garp_left -= 1;
             self.garp_next = if self.garp_left > 0 {
@@ -388,20 +661,45 @@ impl Forwarder {
             return Action::Drop.into();
         }
         let dst = eth.dst().octets();
+        let to_us = dst == ifc.mac;
+        // The MAC this unit gave up at its last ownership change: whoever
+        // still sends to it missed the gratuitous ARP (or the mate owns it now).
+        let retired = !to_us && ifc.retired == Some(dst);
+        let not_ours = |c: &mut Counters| {
+            if retired {
+                c.rx_not_owned += 1;
+            } else {
+                c.drop_other_mac += 1;
+            }
+            Verdict::from(Action::Drop)
+        };
         match eth.ethertype() {
             EtherType::IPV4 => {
-                if dst != ifc.mac {
-                    c.drop_other_mac += 1;
-                    return Action::Drop.into();
+                if !to_us {
+                    return not_ours(c);
                 }
                 self.handle_ipv4(now, rx_port, buf, len)
             }
             EtherType::ARP => {
-                if dst != ifc.mac && dst != BROADCAST {
-                    c.drop_other_mac += 1;
-                    return Action::Drop.into();
+                if let Some(p) = self.local.ports.get_mut(rx_port) {
+                    p.rx_arp += 1;
+                }
+                if !to_us && dst != BROADCAST {
+                    return not_ours(c);
                 }
                 self.handle_arp(now, rx_port, buf, len)
+            }
+            EtherType(ETHERTYPE_TANDEM) => {
+                // Punted also when sent to the retired MAC: during a switch
+                // the mate may address it until it hears of the change, and
+                // its hellos must not be lost then. Group addresses too: a
+                // protocol may broadcast (LANTEST before MACs are known).
+                if to_us || retired || eth.dst().is_multicast() {
+                    Action::Punt.into()
+                } else {
+                    c.drop_other_mac += 1;
+                    Action::Drop.into()
+                }
             }
             _ => {
                 c.drop_ethertype += 1;
@@ -429,10 +727,13 @@ impl Forwarder {
             c.rx_arp_request += 1;
         } else {
             c.rx_arp_reply += 1;
+            if let Some(p) = self.local.ports.get_mut(rx_port) {
+                p.rx_arp_reply += 1;
+            }
         }
         let sha = req.sender_mac;
         let spa = u32::from(req.sender_ip);
-        if spa == ifc.addr {
+        if Some(spa) == ifc.addr {
             // Someone else claims our address (or our own announcement came
             // back); never learn it, never answer it.
             if sha.octets() != ifc.mac {
@@ -440,7 +741,9 @@ impl Forwarder {
             }
             return Action::Drop.into();
         }
-        let for_us = u32::from(req.target_ip) == ifc.addr;
+        // Only the address owned now: a standby never answers for the
+        // active addresses (issue 3), and nobody for an address it gave up.
+        let for_us = Some(u32::from(req.target_ip)) == ifc.addr;
         // Learn only plausible neighbours: a unicast sender MAC and a sender
         // address on this interface's subnet (an RFC 5227 probe's 0.0.0.0 is not).
         let sender_ok = sha.is_unicast()
@@ -476,7 +779,7 @@ impl Forwarder {
     }
 
     fn owned(&self, a: u32) -> bool {
-        self.local.ifaces.iter().any(|i| i.addr == a)
+        self.local.ifaces.iter().any(|i| i.addr == Some(a))
     }
 
     fn handle_ipv4(
@@ -510,6 +813,12 @@ impl Forwarder {
         }
         if !is_unicast(dst) || self.local.ifaces.iter().any(|i| Some(dst) == i.bcast) {
             self.local.counters.drop_martian += 1;
+            return Action::Drop.into();
+        }
+        if self.role == Role::NotForwarding {
+            // A standby does not pass traffic (seeds 004), and sends no ICMP
+            // errors about it: the active unit is the router.
+            self.local.counters.drop_not_active += 1;
             return Action::Drop.into();
         }
         let Some(route) = self.routes.lookup(dst) else {
@@ -626,7 +935,9 @@ impl Local {
             return;
         };
         let buf = backend.frame_mut(f);
-        let (mac, addr) = (MacAddr(ifc.mac), Ipv4Addr::from(ifc.addr));
+        // Without an owned address: sender 0.0.0.0, an RFC 5227 probe, which
+        // asks without claiming an address or polluting the target's cache.
+        let (mac, addr) = (MacAddr(ifc.mac), Ipv4Addr::from(ifc.addr.unwrap_or(0)));
         let repr = if gratuitous {
             ArpRepr::gratuitous_request(mac, addr)
         } else {
@@ -681,7 +992,8 @@ impl Local {
         error: IcmpError,
         restore_ttl: bool,
     ) -> Action {
-        let Some((own_mac, own_addr)) = self.ifaces.get(rx_port).map(|i| (i.mac, i.addr)) else {
+        let Some((own_mac, Some(own_addr))) = self.ifaces.get(rx_port).map(|i| (i.mac, i.addr))
+        else {
             return Action::Drop;
         };
         let (src_mac, src, datagram_len) = {

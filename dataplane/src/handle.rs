@@ -1,27 +1,36 @@
 //! `Dataplane`: the management thread's handle on the workers — start them
 //! pinned, send them commands over bounded queues, read their counters,
-//! stop and join them.
+//! change the addresses they own, exchange failover frames with them, stop
+//! and join them.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender, TrySendError};
 use serde::Serialize;
 
 use crate::arp::{ArpRecord, ArpState};
 use crate::config::{ConfigError, DataplaneConfig};
-use crate::counters::{CounterSnapshot, SharedCounters};
+use crate::counters::{CounterSnapshot, PortCounters};
 use crate::forward::Forwarder;
+use crate::ownership::{Ownership, OwnershipError, Role, Subnet};
+use crate::punt::{InjectError, InjectedFrame, PuntedFrame, INJECT_QUEUE, PUNT_QUEUE};
 use crate::route::RouteEntry;
-use crate::time::Clock;
-use crate::worker::{ArpReply, BatchLoop, Command, Worker};
+use crate::time::{Clock, Timestamp};
+use crate::worker::{ArpReply, BatchLoop, Command, Published, Worker};
 
 /// Commands waiting per worker. Commands are rare (operator actions,
 /// failover), so a small queue suffices; a full queue is reported, never
 /// waited on from the hot path.
 const COMMAND_QUEUE: usize = 16;
+
+/// How long `set_ownership` waits for room in a worker's command queue. A
+/// worker drains its queue every iteration (at most `block` apart), so the
+/// queue is only full when a worker is stuck.
+const COMMAND_WAIT: Duration = Duration::from_secs(1);
 
 /// One worker to start: the core to pin it to and its backend (which serves
 /// every configured interface, port i = `interfaces[i]`).
@@ -50,6 +59,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("no workers: at least one worker (core and backend) is required")]
     NoWorkers,
+    #[error("initial ownership: {0}")]
+    Ownership(#[from] OwnershipError),
     #[error(
         "worker {worker}: backend {backend} serves {ports} ports but {interfaces} interfaces are configured"
     )]
@@ -87,15 +98,37 @@ struct WorkerHandle {
     backend: String,
     core: Option<usize>,
     commands: Sender<Command>,
-    shared: Arc<SharedCounters>,
+    shared: Arc<Published>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// The ownership last asked for, and its generation.
+struct Owned {
+    generation: u64,
+    ownership: Ownership,
+    role: Role,
+}
+
 /// Running workers. Dropping it stops and joins them, like [`Dataplane::shutdown`].
+///
+/// Failover glue (issue 3): [`Dataplane::set_ownership`] changes the
+/// addresses and MACs the unit owns and whether it forwards;
+/// [`Dataplane::punted`] receives the frames of tandem's failover EtherType;
+/// [`Dataplane::inject`] sends frames the management thread built;
+/// [`Dataplane::interface_counters`] tells the interface tests whether
+/// anything arrived.
 pub struct Dataplane {
     workers: Vec<WorkerHandle>,
     routes: Vec<RouteEntry>,
     interfaces: Vec<String>,
+    subnets: Vec<Subnet>,
+    /// Largest frame `inject` accepts per interface (MTU + Ethernet header + an 802.1Q tag).
+    inject_max: Vec<usize>,
+    clock: Clock,
+    owned: Mutex<Owned>,
+    inject: Sender<InjectedFrame>,
+    drop_inject_full: AtomicU64,
+    punted: Receiver<PuntedFrame>,
 }
 
 impl Dataplane {
@@ -103,9 +136,27 @@ impl Dataplane {
     /// its core when one is given, and starts a gratuitous ARP burst for the
     /// owned addresses (issue 2: "gratuitous ARP for owned addresses at
     /// start"). Worker 0 sends gratuitous ARP: every worker serves every
-    /// port, so one announcement per address is enough.
+    /// port, so one announcement per address is enough. The unit owns the
+    /// configured addresses and MACs and forwards.
     pub fn start(cfg: DataplaneConfig, workers: Vec<WorkerSpec>) -> Result<Dataplane, StartError> {
+        let own = Ownership::from_config(&cfg);
+        Dataplane::start_with_ownership(cfg, workers, own, Role::Forwarding, true)
+    }
+
+    /// Like [`Dataplane::start`], but owning `own` with `role` from the first
+    /// frame (generation 0), and announcing it by gratuitous ARP only if
+    /// `announce`. A failover unit starts owning nothing (or its standby
+    /// addresses) and not forwarding, so that it never claims the active
+    /// addresses while it is still negotiating its role.
+    pub fn start_with_ownership(
+        cfg: DataplaneConfig,
+        workers: Vec<WorkerSpec>,
+        own: Ownership,
+        role: Role,
+        announce: bool,
+    ) -> Result<Dataplane, StartError> {
         cfg.validate()?;
+        own.validate(&cfg)?;
         if workers.is_empty() {
             return Err(StartError::NoWorkers);
         }
@@ -142,9 +193,20 @@ impl Dataplane {
                 }
             }
         }
+        let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
+        let (inject_tx, inject_rx) = bounded(INJECT_QUEUE);
         let mut loops = Vec::with_capacity(workers.len());
-        for _ in &workers {
-            loops.push(BatchLoop::new(Forwarder::new(&cfg)?, &cfg.run));
+        for idx in 0..workers.len() {
+            let mut fwd = Forwarder::new(&cfg)?;
+            // Worker 0 announces (see above); the epoch is this clock's, so
+            // time zero is already due at the first iteration.
+            fwd.set_ownership(Timestamp::ZERO, &own, role, announce && idx == 0)?;
+            fwd.set_punt(punt_tx.clone(), idx);
+            let mut bl = BatchLoop::new(fwd, &cfg.run);
+            if idx == 0 {
+                bl.set_inject_queue(inject_rx.clone());
+            }
+            loops.push(bl);
         }
         let routes = loops[0].forwarder().routes();
         let clock = Clock::new(Instant::now());
@@ -152,10 +214,29 @@ impl Dataplane {
             workers: Vec::with_capacity(workers.len()),
             routes,
             interfaces: cfg.interfaces.iter().map(|i| i.name.clone()).collect(),
+            subnets: cfg.interfaces.iter().map(Subnet::of).collect(),
+            inject_max: cfg
+                .interfaces
+                .iter()
+                .map(|i| {
+                    (usize::from(i.mtu) + tandem_wire::ethernet::TAGGED_HEADER_LEN)
+                        .min(crate::punt::PUNT_BYTES)
+                })
+                .collect(),
+            clock,
+            owned: Mutex::new(Owned {
+                generation: 0,
+                ownership: own,
+                role,
+            }),
+            inject: inject_tx,
+            drop_inject_full: AtomicU64::new(0),
+            punted: punt_rx,
         };
+        let ports = cfg.interfaces.len();
         for (idx, (spec, batch_loop)) in workers.into_iter().zip(loops).enumerate() {
             let (tx, rx) = bounded(COMMAND_QUEUE);
-            let shared = Arc::new(SharedCounters::default());
+            let shared = Arc::new(Published::new(ports));
             let backend_name = spec.backend.name().to_string();
             let worker = Worker {
                 idx,
@@ -183,17 +264,227 @@ impl Dataplane {
                 thread: Some(thread),
             });
         }
-        dp.send_gratuitous_arp();
         Ok(dp)
     }
 
     /// Counters of every worker, from the last per-batch publication.
+    /// `drop_inject_full` is counted by this handle and shown with worker 0,
+    /// the worker that injects.
     pub fn counters(&self) -> Vec<CounterSnapshot> {
         self.workers
             .iter()
             .enumerate()
-            .map(|(i, w)| CounterSnapshot::new(i, w.backend.clone(), w.core, &w.shared.load()))
+            .map(|(i, w)| {
+                let mut c = w.shared.counters.load();
+                if i == 0 {
+                    c.drop_inject_full = self.drop_inject_full.load(Ordering::Relaxed);
+                }
+                CounterSnapshot::new(i, w.backend.clone(), w.core, &c)
+            })
             .collect()
+    }
+
+    /// Receive counters per interface (interface order), summed over the
+    /// workers, as of their last per-batch publication. Lock-free reads of
+    /// atomics; cheap enough to call every interface-test tick.
+    pub fn interface_counters(&self) -> Vec<PortCounters> {
+        let mut sum = vec![PortCounters::default(); self.interfaces.len()];
+        for w in &self.workers {
+            for (port, s) in sum.iter_mut().enumerate() {
+                s.add(&w.shared.ports.load(port));
+            }
+        }
+        sum
+    }
+
+    /// Frames received per interface (any destination, any EtherType),
+    /// summed over workers: seeds 004's "Network Activity" test compares
+    /// two readings.
+    pub fn interface_rx(&self) -> Vec<u64> {
+        self.interface_counters().iter().map(|c| c.rx).collect()
+    }
+
+    /// ARP frames received on `interface` (any destination), summed over
+    /// workers; 0 for an interface that does not exist. For the seeds' "ARP
+    /// test"; [`PortCounters::rx_arp_reply`] counts the replies addressed to
+    /// this unit.
+    pub fn arp_seen(&self, interface: usize) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.shared.ports.load(interface).rx_arp)
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// The workers' clock: the time base of [`PuntedFrame::at`].
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Index (`PortId`) of the interface called `name`.
+    pub fn interface_index(&self, name: &str) -> Option<usize> {
+        self.interfaces.iter().position(|n| n == name)
+    }
+
+    /// Seeds 004, "ARP test": asks worker 0 to send one ARP request on
+    /// `interface` for the address of the `recent`-th most recently
+    /// confirmed entry of its ARP table there (0: the most recent, 1: the
+    /// next), from the address owned there. Sent at worker 0's next batch
+    /// boundary; counted `tx_arp_request`, or `tx_test_skipped` when there
+    /// is no such entry. With several workers this is worker 0's table
+    /// (ARP entries are learned by the worker whose queue got the reply).
+    /// The reply (or any frame) shows in [`Dataplane::interface_counters`].
+    pub fn send_arp_probe(&self, interface: usize, recent: u8) -> Result<(), InjectError> {
+        self.worker0(interface, Command::ArpProbe { interface, recent })
+    }
+
+    /// Seeds 004, "Broadcast Ping test": asks worker 0 to send one ICMP echo
+    /// request to the directed broadcast address of `interface`'s subnet,
+    /// from the address owned there (not sent, `tx_test_skipped`, without
+    /// one). Counted `tx_broadcast_ping`.
+    pub fn send_broadcast_ping(&self, interface: usize) -> Result<(), InjectError> {
+        self.worker0(interface, Command::BroadcastPing { interface })
+    }
+
+    fn worker0(&self, interface: usize, cmd: Command) -> Result<(), InjectError> {
+        let Some(name) = self.interfaces.get(interface) else {
+            return Err(InjectError::NoSuchInterface {
+                interface,
+                configured: self.interfaces.len(),
+            });
+        };
+        let Some(w) = self.workers.first() else {
+            return Err(InjectError::Stopped {
+                interface: name.clone(),
+            });
+        };
+        w.commands.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => InjectError::Busy {
+                interface: name.clone(),
+            },
+            TrySendError::Disconnected(_) => InjectError::Stopped {
+                interface: name.clone(),
+            },
+        })
+    }
+
+    /// Changes the addresses and MACs the unit owns, and whether it forwards
+    /// (issue 3, "Takeover actions"). Validated here (nothing is sent on
+    /// error), then delivered to every worker over its command queue; each
+    /// applies it whole between two batches, so no batch sees half of it
+    /// (workers switch independently, each at the end of its current
+    /// iteration: within one iteration while busy, within `block` of the
+    /// idle strategy while blocked waiting for frames).
+    /// With `announce`, worker 0 sends a gratuitous ARP burst (`garp_count`
+    /// announcements, `garp_interval` apart) for every owned address with
+    /// the new MAC; without, any burst in progress stops.
+    ///
+    /// Returns the change's generation: it is in effect on every worker once
+    /// [`Dataplane::ownership_applied`] says so (log "took over" then). On
+    /// [`OwnershipError::Worker`] some workers may have been sent it and
+    /// others not: call again (a newer generation replaces it everywhere).
+    /// Only then can this call wait (up to 1 s per worker whose command
+    /// queue stays full, i.e. a worker that is stuck).
+    pub fn set_ownership(
+        &self,
+        own: Ownership,
+        role: Role,
+        announce: bool,
+    ) -> Result<u64, OwnershipError> {
+        own.check(&self.subnets)?;
+        // The lock only orders concurrent callers (generations reach the
+        // workers in order); it is never taken by a worker.
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned.generation += 1;
+        let generation = owned.generation;
+        let shared = Arc::new(own.clone());
+        owned.ownership = own;
+        owned.role = role;
+        for (i, w) in self.workers.iter().enumerate() {
+            let cmd = Command::SetOwnership {
+                ownership: Arc::clone(&shared),
+                role,
+                announce: announce && i == 0,
+                generation,
+            };
+            if let Err(e) = w.commands.send_timeout(cmd, COMMAND_WAIT) {
+                let why = match e {
+                    SendTimeoutError::Timeout(_) => "full for 1 s",
+                    SendTimeoutError::Disconnected(_) => "worker stopped",
+                };
+                return Err(OwnershipError::Worker {
+                    worker: i,
+                    generation,
+                    why,
+                });
+            }
+        }
+        Ok(generation)
+    }
+
+    /// The ownership last asked for (or started with), its role and
+    /// generation; what the workers use once it is applied.
+    pub fn ownership(&self) -> (Ownership, Role, u64) {
+        let o = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        (o.ownership.clone(), o.role, o.generation)
+    }
+
+    /// The newest ownership generation every worker has applied (0: the
+    /// one the data plane started with).
+    pub fn ownership_generation(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.shared.ownership.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Has every worker applied `generation` (or a newer one)?
+    pub fn ownership_applied(&self, generation: u64) -> bool {
+        self.ownership_generation() >= generation
+    }
+
+    /// The frames of tandem's failover EtherType received on any interface,
+    /// as fixed-size copies ([`PuntedFrame`]), in the order each worker
+    /// received them. One consumer: clones share one queue. When nobody
+    /// drains it, the workers drop (`drop_punt_full`), never wait.
+    pub fn punted(&self) -> Receiver<PuntedFrame> {
+        self.punted.clone()
+    }
+
+    /// Sends `bytes` (a whole Ethernet frame, without FCS; zero-padded to 60
+    /// bytes if shorter) out of `interface` through worker 0's TX path, at
+    /// the top of its next loop iteration: within one iteration while the
+    /// worker is busy, within `IdleStrategy::SpinThenBlock::block` (1 ms in
+    /// the lab profile) when it is blocked waiting for frames. Never waits:
+    /// a full queue is refused and counted `drop_inject_full`.
+    pub fn inject(&self, interface: usize, bytes: &[u8]) -> Result<(), InjectError> {
+        let Some(name) = self.interfaces.get(interface) else {
+            return Err(InjectError::NoSuchInterface {
+                interface,
+                configured: self.interfaces.len(),
+            });
+        };
+        let max = self.inject_max[interface];
+        if bytes.len() < InjectedFrame::MIN_LEN || bytes.len() > max {
+            return Err(InjectError::Length {
+                interface: name.clone(),
+                len: bytes.len(),
+                max,
+            });
+        }
+        let frame = InjectedFrame::new(interface, bytes)?;
+        match self.inject.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.drop_inject_full.fetch_add(1, Ordering::Relaxed);
+                Err(InjectError::QueueFull {
+                    interface: name.clone(),
+                })
+            }
+            Err(TrySendError::Disconnected(_)) => Err(InjectError::Stopped {
+                interface: name.clone(),
+            }),
+        }
     }
 
     /// The ARP tables of all workers, merged (per interface and address the

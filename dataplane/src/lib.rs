@@ -9,6 +9,9 @@
 //! * [`tx::TxBatches`]: per-port transmit batches.
 //! * [`worker`]: the batch loop ([`worker::BatchLoop`]) and the pinned
 //!   thread around it.
+//! * [`ownership`]: which addresses and MACs each interface owns at run
+//!   time, and whether the unit forwards (failover takeover).
+//! * [`punt`]: failover protocol frames to and from the management thread.
 //! * [`Dataplane`]: starts workers, talks to them over bounded queues,
 //!   reads their counters.
 #![forbid(unsafe_code)]
@@ -18,6 +21,8 @@ pub mod config;
 pub mod counters;
 pub mod forward;
 mod handle;
+pub mod ownership;
+pub mod punt;
 pub mod route;
 pub mod time;
 pub mod tx;
@@ -28,9 +33,13 @@ pub use config::{
     ArpTimers, ConfigError, DataplaneConfig, IdleStrategy, InterfaceConfig, RouteConfig, RunConfig,
     TableSizes, MAX_BATCH,
 };
-pub use counters::{CounterSnapshot, Counters, SharedCounters};
+pub use counters::{CounterSnapshot, Counters, PortCounters, SharedCounters, SharedPortCounters};
 pub use forward::Forwarder;
 pub use handle::{ArpEntry, Dataplane, StartError, WorkerSpec};
+pub use ownership::{InterfaceOwnership, Ownership, OwnershipError, Role};
+pub use punt::{
+    InjectError, InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM, INJECT_QUEUE, PUNT_BYTES, PUNT_QUEUE,
+};
 pub use route::{RouteEntry, RouteKind};
 pub use time::Timestamp;
 pub use tx::TxBatches;

@@ -2,13 +2,26 @@
 //! loop over its backend (STYLE habit 6), commands from the management
 //! thread over a bounded queue (habit 10), counters published per batch.
 //!
-//! One iteration ([`BatchLoop::poll_once`]): read the clock once, receive a
-//! burst of up to `batch` frames per port and run the forwarder over each,
-//! run due timers, hand the TX batches to the backend (one `tx_burst` per
-//! port) unless full bursts keep arriving and `tx_flush` has not passed,
-//! then `backend.flush()` once. Between iterations the worker drains its
-//! command queue with `try_recv` and applies the idle strategy.
+//! One iteration ([`BatchLoop::poll_once`]): read the clock once, queue the
+//! frames the management thread asked to inject (worker 0; at most `batch`
+//! of them), receive a burst of up to `batch` frames per port and run the
+//! forwarder over each, run due timers, hand the TX batches to the backend
+//! (one `tx_burst` per port) unless full bursts keep arriving and
+//! `tx_flush` has not passed, then `backend.flush()` once. Between
+//! iterations the worker drains its command queue with `try_recv` (this is
+//! where an ownership change is applied, whole, between two batches) and
+//! applies the idle strategy.
+//!
+//! Inject latency: an injected frame is sent in the first iteration that
+//! starts after it was queued, and that iteration flushes TX at once. A
+//! worker that is spinning or busy starts one within an iteration; a worker
+//! blocked in `backend.wait` starts one when the wait returns, which is at
+//! most `IdleStrategy::SpinThenBlock::block` later (1 ms in the lab
+//! profile): the `Backend` trait has no way to wake a waiting worker yet.
+//! Before blocking, the worker checks the inject queue and does not block
+//! when it is non-empty.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +30,10 @@ use tandem_io::{Backend, Frame};
 
 use crate::arp::ArpRecord;
 use crate::config::{IdleStrategy, RunConfig};
-use crate::counters::{Counters, SharedCounters};
+use crate::counters::{Counters, SharedCounters, SharedPortCounters};
 use crate::forward::Forwarder;
+use crate::ownership::{Ownership, Role};
+use crate::punt::InjectedFrame;
 use crate::time::{Clock, Timestamp};
 use crate::tx::TxBatches;
 
@@ -31,6 +46,20 @@ pub enum Command {
     GratuitousArp,
     /// Copy the ARP table into a reply on the given channel.
     ArpSnapshot(Sender<ArpReply>),
+    /// Apply a new address ownership and role between two batches, then
+    /// publish `generation` as applied.
+    SetOwnership {
+        ownership: Arc<Ownership>,
+        role: Role,
+        /// Start a gratuitous ARP burst (sent to one worker only).
+        announce: bool,
+        generation: u64,
+    },
+    /// Send one ARP request for the `recent`-th most recent ARP entry on
+    /// `interface` (seeds 004, "ARP test").
+    ArpProbe { interface: usize, recent: u8 },
+    /// Send one broadcast ping on `interface` (seeds 004, "Broadcast Ping test").
+    BroadcastPing { interface: usize },
 }
 
 /// A worker's answer to [`Command::ArpSnapshot`].
@@ -44,6 +73,8 @@ pub struct ArpReply {
 /// benchmarks can drive it over a backend they keep).
 pub struct BatchLoop {
     fwd: Forwarder,
+    /// Frames to inject (worker 0 only).
+    inject: Option<Receiver<InjectedFrame>>,
     tx: TxBatches,
     rx: Vec<Frame>,
     batch: usize,
@@ -58,6 +89,7 @@ impl BatchLoop {
         BatchLoop {
             tx: TxBatches::new(fwd.port_count(), batch),
             fwd,
+            inject: None,
             rx: vec![Frame::default(); batch],
             batch,
             tx_flush: run.tx_flush,
@@ -73,11 +105,37 @@ impl BatchLoop {
         &mut self.fwd
     }
 
+    /// The forwarder and the TX batches it queues on, for sending outside
+    /// `poll_once` (frames queued here go out at the next flush).
+    pub fn forwarder_and_tx(&mut self) -> (&mut Forwarder, &mut TxBatches) {
+        (&mut self.fwd, &mut self.tx)
+    }
+
+    /// This loop sends the frames that arrive on `rx` (see the module doc).
+    pub fn set_inject_queue(&mut self, rx: Receiver<InjectedFrame>) {
+        self.inject = Some(rx);
+    }
+
+    /// Are frames waiting to be injected?
+    pub fn inject_pending(&self) -> bool {
+        self.inject.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
     /// One iteration of the loop at time `now`; returns the frames received.
     pub fn poll_once(&mut self, now: Timestamp, backend: &mut dyn Backend) -> usize {
         let ports = self.fwd.port_count().min(backend.port_count());
         let mut got = 0;
         let mut drained = true;
+        // Injections first: a hello must not wait behind a receive burst.
+        // Bounded per iteration so a flood of injections cannot starve RX.
+        let mut injected = false;
+        if let Some(q) = &self.inject {
+            for _ in 0..self.batch {
+                let Ok(inj) = q.try_recv() else { break };
+                self.fwd.send_injected(backend, &mut self.tx, &inj);
+                injected = true;
+            }
+        }
         for port in 0..ports {
             let n = backend
                 .rx_burst(port, &mut self.rx[..self.batch])
@@ -99,9 +157,10 @@ impl BatchLoop {
         if !self.tx.is_empty() {
             let since = *self.tx_since.get_or_insert(now);
             // Flush at once when the receive queues came up short (nothing
-            // more is coming right now, so waiting would only add latency);
-            // otherwise keep filling the bursts until tx_flush has passed.
-            if drained || now.saturating_since(since) >= self.tx_flush {
+            // more is coming right now, so waiting would only add latency)
+            // or a protocol frame was injected; otherwise keep filling the
+            // bursts until tx_flush has passed.
+            if drained || injected || now.saturating_since(since) >= self.tx_flush {
                 self.tx.flush(backend);
                 self.tx_since = None;
                 busy = true;
@@ -142,6 +201,26 @@ impl BatchLoop {
     }
 }
 
+/// What a worker publishes for the management thread: counters per batch,
+/// and the last ownership generation it applied.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub counters: SharedCounters,
+    pub ports: SharedPortCounters,
+    /// Generation of the last ownership change applied (0: the configuration's).
+    pub ownership: AtomicU64,
+}
+
+impl Published {
+    pub(crate) fn new(ports: usize) -> Published {
+        Published {
+            counters: SharedCounters::default(),
+            ports: SharedPortCounters::new(ports),
+            ownership: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Everything a worker thread owns.
 pub(crate) struct Worker {
     pub idx: usize,
@@ -149,7 +228,7 @@ pub(crate) struct Worker {
     pub backend: Box<dyn Backend>,
     pub batch_loop: BatchLoop,
     pub commands: Receiver<Command>,
-    pub shared: Arc<SharedCounters>,
+    pub shared: Arc<Published>,
     pub clock: Clock,
     pub idle: IdleStrategy,
 }
@@ -181,17 +260,57 @@ impl Worker {
         let bl = &mut self.batch_loop;
         let mut last_rx = self.clock.now();
         let mut next_publish = last_rx;
+        let mut ping_seq: u16 = 0;
         'run: loop {
             let now = self.clock.now();
             let n = bl.poll_once(now, backend);
             if n > 0 || now >= next_publish {
-                self.shared.publish(&bl.counters(backend));
+                publish(&self.shared, bl, &*backend);
                 next_publish = now + IDLE_PUBLISH;
             }
             loop {
                 match self.commands.try_recv() {
                     Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => break 'run,
                     Ok(Command::GratuitousArp) => bl.forwarder_mut().start_gratuitous_arp(now),
+                    Ok(Command::SetOwnership {
+                        ownership,
+                        role,
+                        announce,
+                        generation,
+                    }) => {
+                        // The handle validated it against the same
+                        // interfaces; an error here would be a bug, and
+                        // leaves the old ownership whole.
+                        match bl
+                            .forwarder_mut()
+                            .set_ownership(now, &ownership, role, announce)
+                        {
+                            Ok(()) => {
+                                // Release: a reader that sees the generation
+                                // sees everything published before it.
+                                publish(&self.shared, bl, &*backend);
+                                self.shared.ownership.store(generation, Ordering::Release);
+                            }
+                            Err(e) => tracing::error!(
+                                worker = self.idx,
+                                generation,
+                                "ownership change refused: {e}"
+                            ),
+                        }
+                        // Dropping this worker's `Arc` (the last one frees
+                        // the vector) is the only deallocation, off the hot path.
+                    }
+                    // Queued like any transmit; the next iteration (or the
+                    // flush before blocking) sends them.
+                    Ok(Command::ArpProbe { interface, recent }) => {
+                        let (fwd, tx) = bl.forwarder_and_tx();
+                        fwd.send_arp_probe(backend, tx, interface, usize::from(recent));
+                    }
+                    Ok(Command::BroadcastPing { interface }) => {
+                        ping_seq = ping_seq.wrapping_add(1);
+                        let (fwd, tx) = bl.forwarder_and_tx();
+                        fwd.send_broadcast_ping(backend, tx, interface, ping_seq);
+                    }
                     Ok(Command::ArpSnapshot(reply)) => {
                         // Control path: allocating the reply here is fine.
                         let mut records = Vec::new();
@@ -215,6 +334,9 @@ impl Worker {
                         std::hint::spin_loop();
                         continue;
                     }
+                    if bl.inject_pending() {
+                        continue;
+                    }
                     // Never sleep on frames waiting for transmit.
                     bl.flush_tx(backend);
                     let wait = bl
@@ -227,7 +349,12 @@ impl Worker {
             }
         }
         bl.flush_tx(backend);
-        self.shared.publish(&bl.counters(backend));
+        publish(&self.shared, bl, &*backend);
         tracing::info!(worker = self.idx, "worker stopped");
     }
+}
+
+fn publish(shared: &Published, bl: &BatchLoop, backend: &dyn Backend) {
+    shared.counters.publish(&bl.counters(backend));
+    shared.ports.publish(bl.forwarder().port_counters());
 }

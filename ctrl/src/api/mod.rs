@@ -33,6 +33,33 @@ pub enum Command {
     ShowArp,
     ShowCounters,
     ShowVersion,
+    ShowFailover,
+    ShowFailoverState,
+    ShowFailoverHistory,
+    ShowMonitorInterface,
+    FailoverActive,
+    NoFailoverActive,
+    FailoverReset,
+    NoFailover,
+    Failover,
+}
+
+impl Command {
+    /// Whether the failover (HA) thread answers this command.
+    pub fn is_failover(self) -> bool {
+        matches!(
+            self,
+            Command::ShowFailover
+                | Command::ShowFailoverState
+                | Command::ShowFailoverHistory
+                | Command::ShowMonitorInterface
+                | Command::FailoverActive
+                | Command::NoFailoverActive
+                | Command::FailoverReset
+                | Command::NoFailover
+                | Command::Failover
+        )
+    }
 }
 
 /// Every command with its words, in help order.
@@ -61,6 +88,51 @@ pub const COMMANDS: &[(&str, Command, &str)] = &[
         "show version",
         Command::ShowVersion,
         "version, unit, profile, packet I/O backend, uptime",
+    ),
+    (
+        "show failover",
+        Command::ShowFailover,
+        "failover: this host and the other host, roles, states, interfaces, links, timers",
+    ),
+    (
+        "show failover state",
+        Command::ShowFailoverState,
+        "failover: both units' state and the last failure reason",
+    ),
+    (
+        "show failover history",
+        Command::ShowFailoverHistory,
+        "failover: every state transition with time and reason",
+    ),
+    (
+        "show monitor-interface",
+        Command::ShowMonitorInterface,
+        "failover: monitored interfaces and their statuses on both units",
+    ),
+    (
+        "failover active",
+        Command::FailoverActive,
+        "make this unit active (the mate becomes standby)",
+    ),
+    (
+        "no failover active",
+        Command::NoFailoverActive,
+        "make this unit standby (the mate becomes active)",
+    ),
+    (
+        "failover reset",
+        Command::FailoverReset,
+        "return a failed unit to an unfailed state",
+    ),
+    (
+        "no failover",
+        Command::NoFailover,
+        "disable failover on this unit (the mate's standby becomes pseudo-standby)",
+    ),
+    (
+        "failover",
+        Command::Failover,
+        "enable failover on this unit",
     ),
 ];
 
@@ -274,6 +346,11 @@ pub trait ControlSource {
     fn routes(&self) -> Vec<RouteView>;
     fn arp(&self) -> Vec<ArpView>;
     fn counters(&self) -> CountersView;
+    /// Answer a failover command ([`Command::is_failover`]); `None` when
+    /// the unit has no `[failover]` section.
+    fn failover(&self, _cmd: Command) -> Option<Response> {
+        None
+    }
 }
 
 /// Answer one command from `src`.
@@ -284,6 +361,12 @@ pub fn execute(src: &dyn ControlSource, cmd: Command) -> Response {
         Command::ShowArp => Response::ok(src.arp()),
         Command::ShowCounters => Response::ok(src.counters()),
         Command::ShowVersion => Response::ok(src.version()),
+        c if c.is_failover() => src.failover(c).unwrap_or_else(|| {
+            Response::error(format!(
+                "`{c}`: failover is not configured on this unit (no [failover] section)"
+            ))
+        }),
+        c => Response::error(format!("`{c}` is not available here")),
     }
 }
 
@@ -315,21 +398,39 @@ mod tests {
 
     #[test]
     fn commands_parse_with_unique_prefixes() {
-        let cases: &[(&str, Result<Command, &str>)] = &[
+        const ALL: &str = "show interface, show route, show arp, show counters, show version, show failover, show failover state, show failover history, show monitor-interface, failover active, no failover active, failover reset, no failover, failover";
+        let cases: &[(&str, Result<Command, String>)] = &[
             ("show interface", Ok(Command::ShowInterface)),
             ("  SHOW   Route ", Ok(Command::ShowRoute)),
             ("sh int", Ok(Command::ShowInterface)),
             ("sh ar", Ok(Command::ShowArp)),
             ("s c", Ok(Command::ShowCounters)),
             ("show ver", Ok(Command::ShowVersion)),
-            ("", Err("empty command; commands: show interface, show route, show arp, show counters, show version")),
-            ("show bogus", Err("unknown command \"show bogus\"; commands: show interface, show route, show arp, show counters, show version")),
-            ("show interface extra", Err("unknown command \"show interface extra\"; commands: show interface, show route, show arp, show counters, show version")),
-            ("show", Err("unknown command \"show\"; commands: show interface, show route, show arp, show counters, show version")),
+            ("sh fail", Ok(Command::ShowFailover)),
+            ("sh fail hist", Ok(Command::ShowFailoverHistory)),
+            ("sh mon", Ok(Command::ShowMonitorInterface)),
+            ("no fail act", Ok(Command::NoFailoverActive)),
+            ("fail act", Ok(Command::FailoverActive)),
+            ("failover", Ok(Command::Failover)),
+            ("", Err(format!("empty command; commands: {ALL}"))),
+            (
+                "show bogus",
+                Err(format!("unknown command \"show bogus\"; commands: {ALL}")),
+            ),
+            (
+                "show interface extra",
+                Err(format!(
+                    "unknown command \"show interface extra\"; commands: {ALL}"
+                )),
+            ),
+            (
+                "show",
+                Err(format!("unknown command \"show\"; commands: {ALL}")),
+            ),
         ];
         for (line, want) in cases {
             let got = Command::parse(line).map_err(|e| e.to_string());
-            assert_eq!(got, want.map_err(str::to_string), "{line:?}");
+            assert_eq!(&got, want, "{line:?}");
         }
         for (words, c, _) in COMMANDS {
             assert_eq!(c.words(), *words);
@@ -371,4 +472,84 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:ab:cd:ef:00"), None);
         assert_eq!(parse_mac("zz:00:00:ab:cd:ef"), None);
     }
+}
+
+/// One unit in `show failover`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverHost {
+    /// `Primary` / `Secondary`.
+    pub role: String,
+    /// `Active`, `Standby Ready`, `Failed`, ….
+    pub state: String,
+    /// Seconds in this state (this host) or since last heard (other host).
+    pub age_ms: Option<u64>,
+    pub failover_enabled: bool,
+    pub failed_interfaces: usize,
+    pub interfaces: Vec<FailoverInterface>,
+}
+
+/// One interface line of `show failover` / `show monitor-interface`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverInterface {
+    pub name: String,
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+    /// `Normal`, `Testing`, `Failed`, `No Link`, `Link Down`, `Unknown`.
+    pub status: String,
+    pub monitored: bool,
+}
+
+/// One transition of `show failover history`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverTransition {
+    /// Milliseconds since tandemd started.
+    pub at_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+/// `show failover`, `show failover state`, `show monitor-interface`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    /// `Failover On`.
+    pub failover: bool,
+    /// This unit's configured role.
+    pub unit: String,
+    /// Failover link name, device and informational addresses.
+    pub link_name: String,
+    pub link_device: String,
+    pub link_active_ip: Option<String>,
+    pub link_standby_ip: Option<String>,
+    /// `up` / `no link` / `down`.
+    pub link_carrier: String,
+    /// Why the failover link is marked failed, if it is.
+    pub link_failed: Option<String>,
+    /// Secure session with the mate up on the failover link.
+    pub link_session: bool,
+    /// `encrypted (AES-256-GCM)` or `CLEAR TEXT`.
+    pub link_protection: String,
+    /// Frames refused from a mate (wrong key, clear text vs key, …).
+    pub link_rejected: u64,
+    /// The state link device (`None`: shared with the failover link).
+    pub state_device: Option<String>,
+    /// Why replicated state is stale, if it is.
+    pub state_stale: Option<String>,
+    pub unit_polltime_ms: u64,
+    pub unit_holdtime_ms: u64,
+    pub interface_polltime_ms: u64,
+    pub interface_holdtime_ms: u64,
+    pub link_state_polltime_ms: u64,
+    pub interface_policy: String,
+    pub monitored: usize,
+    pub this_host: FailoverHost,
+    pub other_host: Option<FailoverHost>,
+    pub last_failover: Option<FailoverTransition>,
+    pub term: u64,
+}
+
+/// The answer of an operator failover command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandDone {
+    pub message: String,
 }

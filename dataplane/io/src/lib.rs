@@ -18,6 +18,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod afxdp;
+#[cfg(target_os = "linux")]
+pub mod l2sock;
 pub mod mem;
 pub mod pool;
 pub mod region;

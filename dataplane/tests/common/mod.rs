@@ -1,5 +1,6 @@
-//! Shared test rig: a two-interface unit on the in-memory backend, frame
-//! builders (etherparse, an independent implementation) and checks.
+//! Shared test rig: a two-interface unit on the in-memory backend, its
+//! active/standby address sets, frame builders (etherparse, an independent
+//! implementation), checks, and channel backends for running workers.
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
@@ -10,8 +11,9 @@ use etherparse::{
     PacketBuilder,
 };
 use tandem_dataplane::{
-    ArpTimers, Counters, DataplaneConfig, Forwarder, IdleStrategy, InterfaceConfig, RouteConfig,
-    RunConfig, TableSizes, Timestamp, TxBatches,
+    ArpTimers, Counters, DataplaneConfig, Forwarder, IdleStrategy, InterfaceConfig,
+    InterfaceOwnership, Ownership, PuntedFrame, RouteConfig, RunConfig, TableSizes, Timestamp,
+    TxBatches, ETHERTYPE_TANDEM,
 };
 use tandem_io::mem::MemBackend;
 use tandem_io::{Backend, Frame};
@@ -31,6 +33,64 @@ pub const GW_WIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
 pub const GW_NARROW: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 253);
 
 pub const FRAMES: u32 = 256;
+
+/// The standby side of both interfaces (seeds 004: "an active IP address and
+/// a standby IP address on the same network").
+pub const SB_OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const SB_IN_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x02];
+pub const SB_OUT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const SB_IN_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// Virtual active MACs.
+pub const V_OUT_MAC: [u8; 6] = [0x02, 0x7a, 0, 0, 0, 0x01];
+pub const V_IN_MAC: [u8; 6] = [0x02, 0x7a, 0, 0, 1, 0x01];
+
+/// Punted frames the rig's channel holds before `drop_punt_full`.
+pub const RIG_PUNT_QUEUE: usize = 4;
+
+fn own(out: (Option<Ipv4Addr>, [u8; 6]), inside: (Option<Ipv4Addr>, [u8; 6])) -> Ownership {
+    Ownership {
+        interfaces: vec![
+            InterfaceOwnership {
+                addr: out.0,
+                mac: out.1,
+            },
+            InterfaceOwnership {
+                addr: inside.0,
+                mac: inside.1,
+            },
+        ],
+    }
+}
+
+/// The active addresses with the virtual MACs.
+pub fn active_virtual() -> Ownership {
+    own((Some(OUT_IP), V_OUT_MAC), (Some(IN_IP), V_IN_MAC))
+}
+
+/// The active addresses with the configured (primary's) MACs.
+pub fn active_config() -> Ownership {
+    own((Some(OUT_IP), OUT_MAC), (Some(IN_IP), IN_MAC))
+}
+
+/// The standby addresses and MACs.
+pub fn standby() -> Ownership {
+    own((Some(SB_OUT_IP), SB_OUT_MAC), (Some(SB_IN_IP), SB_IN_MAC))
+}
+
+/// No address on either interface (negotiating, or no standby IPs).
+pub fn owning_nothing() -> Ownership {
+    own((None, SB_OUT_MAC), (None, SB_IN_MAC))
+}
+
+/// A frame of tandem's failover EtherType carrying `payload`.
+pub fn tandem_frame(src: [u8; 6], dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(14 + payload.len());
+    v.extend_from_slice(&dst);
+    v.extend_from_slice(&src);
+    v.extend_from_slice(&ETHERTYPE_TANDEM.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
 
 pub fn config() -> DataplaneConfig {
     DataplaneConfig {
@@ -98,15 +158,21 @@ pub struct Rig {
     pub b: MemBackend,
     pub out: TxBatches,
     pub now: Timestamp,
+    /// Frames the forwarder punted (capacity [`RIG_PUNT_QUEUE`]).
+    pub punted: crossbeam_channel::Receiver<PuntedFrame>,
 }
 
 impl Rig {
     pub fn new(cfg: &DataplaneConfig) -> Rig {
+        let mut fwd = Forwarder::new(cfg).expect("valid config");
+        let (tx, punted) = crossbeam_channel::bounded(RIG_PUNT_QUEUE);
+        fwd.set_punt(tx, 0);
         Rig {
-            fwd: Forwarder::new(cfg).expect("valid config"),
+            fwd,
             b: MemBackend::new(2, FRAMES, 2048, 64),
             out: TxBatches::new(2, cfg.run.batch),
             now: Timestamp::ZERO,
+            punted,
         }
     }
 
@@ -312,6 +378,84 @@ impl Backend for ChanBackend {
         // Block like a real backend would, until input or the timeout.
         if let Ok((port, bytes)) = self.rx.recv_timeout(timeout) {
             self.mem.inject(port, &bytes);
+        }
+    }
+    fn stats(&self) -> tandem_io::BackendStats {
+        self.mem.stats()
+    }
+}
+
+/// Like [`ChanBackend`], but input arrives in bursts (one channel message
+/// each) taken only at the start of an iteration (`rx_burst` of port 0, the
+/// first port the batch loop polls), one burst per iteration: every frame of
+/// a burst is processed in the same iteration, so a test can tell what one
+/// batch saw.
+pub struct BurstChanBackend {
+    pub mem: MemBackend,
+    pub rx: crossbeam_channel::Receiver<Vec<(usize, Vec<u8>)>>,
+    pub tx: crossbeam_channel::Sender<(usize, Vec<u8>)>,
+    pending: Option<Vec<(usize, Vec<u8>)>>,
+}
+
+impl BurstChanBackend {
+    pub fn new(
+        mem: MemBackend,
+        rx: crossbeam_channel::Receiver<Vec<(usize, Vec<u8>)>>,
+        tx: crossbeam_channel::Sender<(usize, Vec<u8>)>,
+    ) -> Self {
+        BurstChanBackend {
+            mem,
+            rx,
+            tx,
+            pending: None,
+        }
+    }
+}
+
+impl Backend for BurstChanBackend {
+    fn name(&self) -> &'static str {
+        "mem"
+    }
+    fn port_count(&self) -> usize {
+        self.mem.port_count()
+    }
+    fn frame_size(&self) -> usize {
+        self.mem.frame_size()
+    }
+    fn rx_burst(&mut self, port: usize, out: &mut [Frame]) -> usize {
+        if port == 0 {
+            if let Some(burst) = self.pending.take().or_else(|| self.rx.try_recv().ok()) {
+                for (p, bytes) in burst {
+                    assert!(self.mem.inject(p, &bytes), "frame pool exhausted");
+                }
+            }
+        }
+        self.mem.rx_burst(port, out)
+    }
+    fn tx_burst(&mut self, port: usize, frames: &[Frame]) -> usize {
+        let n = self.mem.tx_burst(port, frames);
+        let tx = self.tx.clone();
+        self.mem.drain_tx(port, |b| {
+            let _ = tx.send((port, b.to_vec()));
+        });
+        n
+    }
+    fn frame(&self, f: Frame) -> &[u8] {
+        self.mem.frame(f)
+    }
+    fn frame_mut(&mut self, f: Frame) -> &mut [u8] {
+        self.mem.frame_mut(f)
+    }
+    fn alloc(&mut self) -> Option<Frame> {
+        self.mem.alloc()
+    }
+    fn free(&mut self, f: Frame) {
+        self.mem.free(f)
+    }
+    fn flush(&mut self) {}
+    fn wait(&mut self, timeout: Duration) {
+        if self.pending.is_none() {
+            self.pending = self.rx.recv_timeout(timeout).ok();
         }
     }
     fn stats(&self) -> tandem_io::BackendStats {

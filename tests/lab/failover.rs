@@ -1,0 +1,498 @@
+//! Lab test: two real `tandemd` processes form an Active/Standby pair over
+//! the failover link (AF_PACKET, EtherType 0x88B5, secure link with the
+//! failover key) in a [`PairLab`], and react to a killed unit, operator
+//! commands and a wrong key. Assertions use `tandemctl show failover --json`
+//! and real ICMP from the client to the server.
+//!
+//! Needs root (network namespaces, XDP): skips outside CI, fails under CI=true.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Unit;
+use tandem_netns::daemon::{log_dir, wait_until};
+use tandem_netns::topology::{addr, PairLab};
+use tandem_netns::{have_privileges, Netns};
+
+const KEY: &str = "hex 00112233445566778899aabbccddeeff";
+
+/// Bound on every wait for a state; generous for debug builds on 2 shared cores.
+const SETTLE: Duration = Duration::from_secs(15);
+
+fn config(ns: &Netns, name: &str, role: &str, key: &str, monitored: bool) -> String {
+    let socket = log_dir()
+        .expect("log dir")
+        .join(format!("{}-{name}.sock", ns.name()));
+    format!(
+        r#"[unit]
+name = "{name}"
+profile = "lab"
+control_socket = "{socket}"
+
+[[interface]]
+name = "outside"
+device = "out0"
+address = "{out}/24"
+standby_address = "{out_b}"
+monitored = {monitored}
+
+[[interface]]
+name = "inside"
+device = "in0"
+address = "{ins}/24"
+standby_address = "{ins_b}"
+monitored = false
+
+[failover]
+role = "{role}"
+link_device = "fo0"
+link_active_ip = "{fo_a}"
+link_standby_ip = "{fo_b}"
+state_device = "st0"
+key = "{key}"
+unit_polltime = "10ms"
+unit_holdtime = "60ms"
+interface_polltime = "10ms"
+interface_holdtime = "50ms"
+link_state_polltime = "10ms"
+"#,
+        socket = socket.display(),
+        out = addr::OUTSIDE_UNIT,
+        out_b = addr::OUTSIDE_UNIT_B,
+        ins = addr::INSIDE_UNIT,
+        ins_b = addr::INSIDE_UNIT_B,
+        fo_a = addr::FAILOVER_A,
+        fo_b = addr::FAILOVER_B,
+    )
+}
+
+fn state(u: &Unit) -> (String, Option<String>) {
+    let v = u.ctl_json(&["show", "failover"]);
+    (
+        v["this_host"]["state"].as_str().unwrap_or("?").to_string(),
+        v["other_host"]["state"].as_str().map(str::to_string),
+    )
+}
+
+/// Wait until `u` is in `this` and sees its mate in `other` (`None`: any).
+fn wait_state(u: &Unit, this: &str, other: Option<&str>, what: &str) {
+    let ok = wait_until(Instant::now() + SETTLE, || {
+        let (t, o) = state(u);
+        t == this && other.is_none_or(|w| o.as_deref() == Some(w))
+    });
+    if ok.is_err() {
+        panic!(
+            "{what}: wanted {this} / {other:?}, have {:?}\n{}\n{}",
+            state(u),
+            u.ctl(&["show", "failover"]),
+            u.log_tail()
+        );
+    }
+}
+
+struct Pair {
+    lab: PairLab,
+    a: Unit,
+    b: Unit,
+}
+
+/// Wait until every link of the units reports carrier: the kernel
+/// propagates a veth's operstate up to a second after `ip link set up`, and
+/// a unit that starts before its failover link has carrier follows the
+/// seeds' "failover link failed at startup" row (both active) instead.
+fn wait_carrier(lab: &PairLab) {
+    for ns in [&lab.unit_a, &lab.unit_b] {
+        for dev in ["fo0", "st0", "out0", "in0"] {
+            let path = format!("/sys/class/net/{dev}/operstate");
+            let ok = wait_until(Instant::now() + SETTLE, || {
+                ns.exec("cat", &[&path])
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "up")
+            });
+            assert!(ok.is_ok(), "{} {dev} never got carrier", ns.name());
+        }
+    }
+}
+
+fn pair(key_b: &str, monitored: bool) -> Pair {
+    let lab = PairLab::new().expect("lab");
+    wait_carrier(&lab);
+    let a = Unit::start(
+        &lab.unit_a,
+        "fwa",
+        &config(&lab.unit_a, "fwa", "primary", KEY, monitored),
+    )
+    .expect("tandemd A starts");
+    // A alone for a unit holdtime: it becomes active before B starts.
+    wait_state(&a, "Active", None, "A alone");
+    let b = Unit::start(
+        &lab.unit_b,
+        "fwb",
+        &config(&lab.unit_b, "fwb", "secondary", key_b, monitored),
+    )
+    .expect("tandemd B starts");
+    Pair { lab, a, b }
+}
+
+fn ping_ok(lab: &PairLab) -> bool {
+    lab.client
+        .exec(
+            "ping",
+            &[
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                &addr::INSIDE_SERVER.to_string(),
+            ],
+        )
+        .is_ok()
+}
+
+/// The client's neighbour entry for the VIP (198.18.1.1), as `ip neigh` shows it.
+fn client_vip_mac(lab: &PairLab) -> Option<String> {
+    let out = lab
+        .client
+        .ip(&[
+            "neigh",
+            "show",
+            &addr::OUTSIDE_UNIT.to_string(),
+            "dev",
+            "c0",
+        ])
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "lladdr")?;
+    words.next().map(str::to_string)
+}
+
+/// The MAC `u` uses on its outside interface, from `show failover --json`.
+fn outside_mac(u: &Unit) -> String {
+    let v = u.ctl_json(&["show", "failover"]);
+    v["this_host"]["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Traffic flows and the client resolves the VIP to `owner`'s MAC.
+fn traffic_through(p: &Pair, owner: &Unit, what: &str) {
+    assert!(
+        ping_ok(&p.lab),
+        "{what}: ping through the pair\n{}",
+        owner.log_tail()
+    );
+    let want = outside_mac(owner);
+    let ok = wait_until(Instant::now() + SETTLE, || {
+        client_vip_mac(&p.lab).as_deref() == Some(want.as_str())
+    });
+    assert!(
+        ok.is_ok(),
+        "{what}: client's neighbour entry for the VIP is {:?}, the owner uses {want}",
+        client_vip_mac(&p.lab)
+    );
+}
+
+fn formed(p: &Pair) {
+    wait_state(&p.a, "Active", Some("Standby Ready"), "A");
+    wait_state(&p.b, "Standby Ready", Some("Active"), "B");
+}
+
+#[test]
+fn pair_forms_with_a_active_and_b_standby_and_traffic_flows() {
+    if !have_privileges("pair_forms_with_a_active_and_b_standby_and_traffic_flows") {
+        return;
+    }
+    let p = pair(KEY, false);
+    formed(&p);
+    let v = p.a.ctl_json(&["show", "failover"]);
+    assert_eq!(v["link_session"], true, "{v}");
+    assert_eq!(v["link_protection"], "encrypted (AES-256-GCM)", "{v}");
+    assert_eq!(v["unit_polltime_ms"], 10, "{v}");
+    let text = p.a.ctl(&["show", "failover"]);
+    assert!(text.contains("Failover On"), "{text}");
+    assert!(text.contains("This host: Primary - Active"), "{text}");
+    assert!(
+        text.contains("Other host: Secondary - Standby Ready"),
+        "{text}"
+    );
+    let hist = p.b.ctl_json(&["show", "failover", "history"]);
+    assert!(
+        hist.as_array()
+            .is_some_and(|h| h.iter().any(|t| t["to"] == "Standby Ready")),
+        "{hist}"
+    );
+    traffic_through(&p, &p.a, "pair formed");
+    // The standby owns only its standby address: it answers ARP for it.
+    let v = p.b.ctl_json(&["show", "failover"]);
+    assert_eq!(
+        v["this_host"]["interfaces"][0]["ip"],
+        addr::OUTSIDE_UNIT_B.to_string(),
+        "{v}"
+    );
+}
+
+#[test]
+fn sigkill_of_the_active_makes_the_standby_active() {
+    if !have_privileges("sigkill_of_the_active_makes_the_standby_active") {
+        return;
+    }
+    sigkill_of_the_active(false);
+}
+
+#[test]
+fn sigkill_of_the_active_with_monitored_interfaces() {
+    if !have_privileges("sigkill_of_the_active_with_monitored_interfaces") {
+        return;
+    }
+    sigkill_of_the_active(true);
+}
+
+fn sigkill_of_the_active(monitored: bool) {
+    let mut p = pair(KEY, monitored);
+    formed(&p);
+    p.a.daemon.signal(libc::SIGKILL).expect("kill A");
+    wait_state(&p.b, "Active", None, "B after A was killed");
+    traffic_through(&p, &p.b, "after A was killed");
+    // Still active while the interface tests run out without the mate
+    // (interface holdtime 50 ms; watched for 300 ms).
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        let (s, _) = state(&p.b);
+        assert_eq!(s, "Active", "{}", p.b.ctl(&["show", "failover"]));
+    }
+}
+
+#[test]
+fn operator_commands_move_the_active_role_both_ways() {
+    if !have_privileges("operator_commands_move_the_active_role_both_ways") {
+        return;
+    }
+    let p = pair(KEY, false);
+    formed(&p);
+    // `no failover active` on the active unit: the mate takes over.
+    let r = p.a.ctl(&["no", "failover", "active"]);
+    assert!(r.contains("handing"), "{r}");
+    wait_state(
+        &p.b,
+        "Active",
+        Some("Standby Ready"),
+        "B after `no failover active` on A",
+    );
+    wait_state(
+        &p.a,
+        "Standby Ready",
+        Some("Active"),
+        "A after `no failover active`",
+    );
+    // `failover active` on the standby unit: it takes the role back.
+    let r = p.a.ctl(&["failover", "active"]);
+    assert!(r.contains("becoming active"), "{r}");
+    wait_state(
+        &p.a,
+        "Active",
+        Some("Standby Ready"),
+        "A after `failover active`",
+    );
+    wait_state(
+        &p.b,
+        "Standby Ready",
+        Some("Active"),
+        "B after `failover active` on A",
+    );
+    // `failover reset` on a healthy pair changes nothing.
+    let _ = p.a.ctl(&["failover", "reset"]);
+    wait_state(
+        &p.a,
+        "Active",
+        Some("Standby Ready"),
+        "A after `failover reset`",
+    );
+    assert!(
+        ping_ok(&p.lab),
+        "ping after the role moves\n{}",
+        p.a.log_tail()
+    );
+}
+
+#[test]
+fn a_mate_with_a_different_key_is_refused() {
+    if !have_privileges("a_mate_with_a_different_key_is_refused") {
+        return;
+    }
+    let p = pair("hex ffeeddccbbaa99887766554433221100", false);
+    // B never hears an authenticated hello: alone, it becomes active too.
+    wait_state(&p.b, "Active", None, "B with the wrong key");
+    let ok = wait_until(Instant::now() + SETTLE, || {
+        p.a.ctl_json(&["show", "failover"])["link_rejected"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    let v = p.a.ctl_json(&["show", "failover"]);
+    assert!(ok.is_ok(), "A never counted a rejected frame: {v}");
+    assert_eq!(v["link_session"], false, "{v}");
+    assert!(
+        v["other_host"].is_null(),
+        "A paired with a wrong-key mate: {v}"
+    );
+    let log = p.a.daemon.log();
+    assert!(
+        log.contains("rejected") && log.contains("failover keys differ"),
+        "A's log does not say it refused the mate:\n{}",
+        p.a.log_tail()
+    );
+}
+
+#[test]
+fn active_data_interface_down_fails_over_by_policy() {
+    if !have_privileges("active_data_interface_down_fails_over_by_policy") {
+        return;
+    }
+    let p = pair(KEY, true);
+    formed(&p);
+    p.lab
+        .unit_a
+        .ip(&["link", "set", "out0", "down"])
+        .expect("out0 down");
+    wait_state(&p.b, "Active", None, "B after A's outside went down");
+    let (a, _) = state(&p.a);
+    assert_eq!(a, "Failed", "{}", p.a.ctl(&["show", "failover"]));
+}
+
+#[test]
+fn standby_data_interface_down_marks_the_standby_failed_without_failover() {
+    if !have_privileges("standby_data_interface_down_marks_the_standby_failed_without_failover") {
+        return;
+    }
+    let p = pair(KEY, true);
+    formed(&p);
+    p.lab
+        .unit_b
+        .ip(&["link", "set", "out0", "down"])
+        .expect("out0 down");
+    wait_state(
+        &p.b,
+        "Failed",
+        Some("Active"),
+        "B after its outside went down",
+    );
+    wait_state(
+        &p.a,
+        "Active",
+        Some("Failed"),
+        "A after B's outside went down",
+    );
+    traffic_through(&p, &p.a, "standby failed");
+}
+
+#[test]
+fn failover_link_cut_keeps_the_active_and_marks_the_link_failed() {
+    if !have_privileges("failover_link_cut_keeps_the_active_and_marks_the_link_failed") {
+        return;
+    }
+    let p = pair(KEY, false);
+    formed(&p);
+    p.lab
+        .unit_a
+        .ip(&["link", "set", "fo0", "down"])
+        .expect("fo0 down");
+    // LANTEST is answered on the data interfaces: no failover, both units
+    // mark the failover link failed.
+    for (u, what) in [(&p.a, "A"), (&p.b, "B")] {
+        let ok = wait_until(Instant::now() + SETTLE, || {
+            !u.ctl_json(&["show", "failover"])["link_failed"].is_null()
+        });
+        assert!(
+            ok.is_ok(),
+            "{what} did not mark the failover link failed:\n{}\n{}",
+            u.ctl(&["show", "failover"]),
+            u.log_tail()
+        );
+    }
+    assert_eq!(state(&p.a).0, "Active", "{}", p.a.log_tail());
+    assert_ne!(state(&p.b).0, "Active", "{}", p.b.log_tail());
+    traffic_through(&p, &p.a, "failover link cut");
+}
+
+#[test]
+fn formerly_active_unit_restarts_as_standby() {
+    if !have_privileges("formerly_active_unit_restarts_as_standby") {
+        return;
+    }
+    let mut p = pair(KEY, false);
+    formed(&p);
+    p.a.daemon.signal(libc::SIGKILL).expect("kill A");
+    wait_state(&p.b, "Active", None, "B after A was killed");
+    // Reaped, so its control socket is closed before the restart binds it.
+    p.a.daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("killed A exits");
+    let a = Unit::start(
+        &p.lab.unit_a,
+        "fwa",
+        &config(&p.lab.unit_a, "fwa", "primary", KEY, false),
+    )
+    .expect("tandemd A restarts");
+    p.a = a;
+    wait_state(&p.a, "Standby Ready", Some("Active"), "restarted A");
+    wait_state(&p.b, "Active", Some("Standby Ready"), "B after A restarted");
+    traffic_through(&p, &p.b, "after A restarted");
+}
+
+#[test]
+fn failover_link_down_at_startup_makes_both_active_and_its_return_resolves_to_the_primary() {
+    if !have_privileges(
+        "failover_link_down_at_startup_makes_both_active_and_its_return_resolves_to_the_primary",
+    ) {
+        return;
+    }
+    let lab = PairLab::new().expect("lab");
+    wait_carrier(&lab);
+    lab.unit_a
+        .ip(&["link", "set", "fo0", "down"])
+        .expect("fo0 down");
+    let a = Unit::start(
+        &lab.unit_a,
+        "fwa",
+        &config(&lab.unit_a, "fwa", "primary", KEY, false),
+    )
+    .expect("tandemd A starts");
+    let b = Unit::start(
+        &lab.unit_b,
+        "fwb",
+        &config(&lab.unit_b, "fwb", "secondary", KEY, false),
+    )
+    .expect("tandemd B starts");
+    wait_state(&a, "Active", None, "A with the failover link down");
+    wait_state(&b, "Active", None, "B with the failover link down");
+    lab.unit_a
+        .ip(&["link", "set", "fo0", "up"])
+        .expect("fo0 up");
+    let p = Pair { lab, a, b };
+    formed(&p);
+    traffic_through(&p, &p.a, "after the failover link came back");
+}
+
+#[test]
+fn no_failover_makes_the_mate_pseudo_standby_and_failover_restores_it() {
+    if !have_privileges("no_failover_makes_the_mate_pseudo_standby_and_failover_restores_it") {
+        return;
+    }
+    let p = pair(KEY, false);
+    formed(&p);
+    let r = p.a.ctl(&["no", "failover"]);
+    assert!(r.contains("disabled"), "{r}");
+    wait_state(&p.b, "Pseudo Standby", None, "B after `no failover` on A");
+    assert_eq!(
+        p.a.ctl_json(&["show", "failover"])["failover"],
+        false,
+        "A shows Failover Off"
+    );
+    let r = p.a.ctl(&["failover"]);
+    assert!(r.contains("enabled"), "{r}");
+    formed(&p);
+}
