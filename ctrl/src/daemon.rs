@@ -528,7 +528,7 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             })
         })
     };
-    let server = ControlServer::bind(&cfg.unit.control_socket, handler)?;
+    let server = ControlServer::bind(&cfg.unit.control_socket, Arc::clone(&handler))?;
     tracing::info!(socket = %server.path().display(), "control socket ready");
 
     // 5. Backends and data plane.
@@ -607,6 +607,8 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             &crate::failover::floors(profile),
             Some(profile.cores.management),
             Arc::clone(&dp),
+            Some(Arc::clone(&handler)),
+            Some(loaded.path.clone()),
         )?),
     };
 

@@ -37,6 +37,16 @@
 //! ICMP echo request to the subnet's broadcast address. The unit's own
 //! gratuitous ARP transmits are not sent: the data path's burst at
 //! `set_ownership` replaces them.
+//!
+//! Remote command execution (`failover exec mate …`, seeds 003): the
+//! requesting unit sends an exec request (message type 16) on the failover
+//! link and answers its operator when the reply chunks (type 17) are all in,
+//! or after [`EXEC_TIMEOUT`]. The mate runs the command on a short-lived
+//! helper thread through the daemon's own command handler (the same
+//! `api::execute` path as its control socket) — never on this thread, which
+//! must keep sending hellos and also answers the failover commands that
+//! the handler hands back to it — and sends the control API's JSON answer
+//! back in chunks of at most [`tandem_ha::MAX_EXEC_CHUNK`] bytes.
 
 use std::fs::File;
 use std::io::Read;
@@ -49,7 +59,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tandem_ha::codec;
 use tandem_ha::{
-    AddressSet, Event, HostView, Link, LinkState, Outbound, OwnedAddress, State, Timestamp, Unit,
+    AddressSet, ConfigChunk, Event, ExecReply, ExecRequest, HostView, Link, LinkState, Message,
+    Outbound, OwnedAddress, State, Timestamp, Unit, MAX_EXEC_CHUNK,
 };
 use tandem_io::l2sock::{wait_readable, L2Socket, BROADCAST};
 use tandem_link::wire::{DATA_HEADER_LEN, NONCE_LEN};
@@ -57,9 +68,10 @@ use tandem_link::{
     EventKind, IfName, LinkConfig, LinkKind, Protection, Received, SecureLink, Security,
 };
 
+use crate::api::server::Handler;
 use crate::api::{
-    Command, CommandDone, FailoverHost, FailoverInterface, FailoverStatus, FailoverTransition,
-    Response,
+    Command, CommandDone, Exec, ExecTarget, FailoverHost, FailoverInterface, FailoverStatus,
+    FailoverTransition, Response,
 };
 use crate::config::Interface;
 use crate::failover::FailoverSettings;
@@ -72,6 +84,79 @@ pub const MAX_WAIT: Duration = Duration::from_millis(2);
 
 /// How long [`HaHandle::execute`] waits for the HA thread.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `failover exec mate` waits for the mate's answer. Below the
+/// daemon's own 5 s command timeout, so that the operator sees this
+/// precise error rather than a generic one.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Largest configuration replication carries (in [`MAX_EXEC_CHUNK`] chunks).
+pub const MAX_CONFIG: usize = 256 * 1024;
+
+/// Top-level sections that never leave a unit: seeds 004, the failover
+/// bootstrap settings ([failover]) and, in tandem, the unit's own identity
+/// and hardware choices ([unit]).
+const LOCAL_SECTIONS: [&str; 2] = ["unit", "failover"];
+
+/// The configuration text the active unit replicates: everything but
+/// [`LOCAL_SECTIONS`] and the interfaces' Linux device names (per-unit
+/// hardware, which may differ between the two units).
+fn replicable_config(text: &str) -> Result<String, String> {
+    let mut t: toml::Table = text.parse().map_err(|e| format!("not TOML: {e}"))?;
+    for s in LOCAL_SECTIONS {
+        t.remove(s);
+    }
+    if let Some(toml::Value::Array(ifs)) = t.get_mut("interface") {
+        for i in ifs.iter_mut() {
+            if let toml::Value::Table(i) = i {
+                i.remove("device");
+            }
+        }
+    }
+    toml::to_string(&t).map_err(|e| format!("cannot write TOML: {e}"))
+}
+
+/// The standby's new configuration: the mate's, with this unit's
+/// [`LOCAL_SECTIONS`] and interface devices (matched by position: both
+/// units list their data interfaces in the same order, failover-protocol.md
+/// §3.4).
+fn merge_config(own: &str, received: &str) -> Result<String, String> {
+    let own: toml::Table = own
+        .parse()
+        .map_err(|e| format!("this unit's configuration is not TOML: {e}"))?;
+    let mut t: toml::Table = received
+        .parse()
+        .map_err(|e| format!("the mate's configuration is not TOML: {e}"))?;
+    let devices: Vec<Option<toml::Value>> = match own.get("interface") {
+        Some(toml::Value::Array(a)) => a.iter().map(|i| i.get("device").cloned()).collect(),
+        _ => Vec::new(),
+    };
+    if let Some(toml::Value::Array(ifs)) = t.get_mut("interface") {
+        if ifs.len() != devices.len() {
+            return Err(format!(
+                "the mate has {} data interfaces, this unit {}",
+                ifs.len(),
+                devices.len()
+            ));
+        }
+        for (i, d) in ifs.iter_mut().zip(devices) {
+            if let (toml::Value::Table(i), Some(d)) = (i, d) {
+                i.insert("device".into(), d);
+            }
+        }
+    }
+    for s in LOCAL_SECTIONS {
+        match own.get(s) {
+            Some(v) => t.insert(s.into(), v.clone()),
+            None => t.remove(s),
+        };
+    }
+    toml::to_string(&t).map_err(|e| format!("cannot write TOML: {e}"))
+}
+
+/// Largest answer `failover exec` carries back (the mate's JSON answer);
+/// a larger one is replaced by an error naming its size.
+pub const MAX_EXEC_ANSWER: usize = 64 * 1024;
 
 /// How often the ARP-test helper re-reads the workers' ARP tables.
 pub const ARP_REFRESH: Duration = Duration::from_secs(1);
@@ -140,6 +225,89 @@ impl tandem_link::NonceSource for OsNonces {
     }
 }
 
+/// An answer of the exec helper thread: request id, command, answer.
+type ExecDone = (u32, Command, Response);
+
+/// A `failover exec` this unit sent and is waiting for.
+struct PendingExec {
+    id: u32,
+    cmd: Command,
+    reply: Sender<Response>,
+    deadline: Duration,
+    /// The answer's chunks so far, in order.
+    data: Vec<u8>,
+    next_seq: u16,
+}
+
+/// Where `failover exec` runs a command.
+#[derive(Debug, PartialEq, Eq)]
+enum ExecWhere {
+    Here,
+    Mate,
+}
+
+/// Whether `target` names this unit (in `state`) or the mate.
+fn exec_where(target: ExecTarget, state: State) -> ExecWhere {
+    let here = match target {
+        ExecTarget::Mate => false,
+        ExecTarget::Active => state == State::Active,
+        ExecTarget::Standby => matches!(state, State::StandbyReady | State::PseudoStandby),
+    };
+    if here {
+        ExecWhere::Here
+    } else {
+        ExecWhere::Mate
+    }
+}
+
+/// The control API's answer as `failover exec` carries it: its JSON line,
+/// or an error naming the size when it exceeds [`MAX_EXEC_ANSWER`].
+fn exec_answer(cmd: &str, r: &Response) -> Vec<u8> {
+    let bytes = serde_json::to_vec(r).unwrap_or_else(|e| {
+        serde_json::to_vec(&Response::error(format!("cannot encode the answer: {e}")))
+            .unwrap_or_default()
+    });
+    if bytes.len() <= MAX_EXEC_ANSWER {
+        return bytes;
+    }
+    let e = Response::error(format!(
+        "the answer to `{cmd}` is {} bytes, more than the {MAX_EXEC_ANSWER} bytes failover exec carries; run it on that unit",
+        bytes.len()
+    ));
+    serde_json::to_vec(&e).unwrap_or_default()
+}
+
+/// `answer` cut into exec reply chunks.
+fn exec_chunks(id: u32, answer: &[u8]) -> Vec<ExecReply> {
+    let n = answer.len().div_ceil(MAX_EXEC_CHUNK).max(1);
+    (0..n)
+        .map(|i| ExecReply {
+            id,
+            seq: u16::try_from(i).unwrap_or(u16::MAX),
+            last: i + 1 == n,
+            data: answer
+                .get(i * MAX_EXEC_CHUNK..((i + 1) * MAX_EXEC_CHUNK).min(answer.len()))
+                .unwrap_or(&[])
+                .to_vec(),
+        })
+        .collect()
+}
+
+/// Turn the mate's JSON answer into this unit's answer: errors say they
+/// come from the mate.
+fn mate_answer(bytes: &[u8]) -> Response {
+    match serde_json::from_slice::<Response>(bytes) {
+        Ok(r) if r.ok => r,
+        Ok(r) => Response::error(format!(
+            "mate: {}",
+            r.error.as_deref().unwrap_or("refused the command")
+        )),
+        Err(e) => Response::error(format!(
+            "the mate's answer is not a control API answer: {e}"
+        )),
+    }
+}
+
 struct LinkIo {
     sock: L2Socket,
     link: SecureLink<OsNonces>,
@@ -160,6 +328,12 @@ impl HaHandle {
     /// Open the link sockets, build the state machine and start the thread
     /// (pinned to `core` when given). `macs` are the data devices' MACs in
     /// interface order.
+    ///
+    /// `config_path` is this unit's configuration file: replicated to a
+    /// standby that joins, and the base a replicated one is merged into.
+    /// `exec` runs a command the mate sent with `failover exec` (the
+    /// daemon's control-socket handler); `None` refuses them.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: &FailoverSettings,
         interfaces: &[Interface],
@@ -167,6 +341,8 @@ impl HaHandle {
         floors: &tandem_ha::TimerFloors,
         core: Option<usize>,
         dp: Arc<Dataplane>,
+        exec: Option<Handler>,
+        config_path: Option<std::path::PathBuf>,
     ) -> Result<HaHandle, HaError> {
         let sys = SysNet::default();
         let fo_mac = sys
@@ -246,6 +422,17 @@ impl HaHandle {
             tx_data_unsent: 0,
             tx_no_session: 0,
             rejected: 0,
+            exec,
+            exec_done: bounded(4),
+            exec_thread: None,
+            pending: None,
+            // Distinct per incarnation, so a late reply to a request of a
+            // previous run is never taken for a new one.
+            exec_id: std::process::id().wrapping_shl(16),
+            config_path,
+            config_gen: std::process::id().wrapping_shl(16),
+            config_rx: None,
+            config_sync: None,
         };
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -322,6 +509,24 @@ struct Ha {
     tx_data_unsent: u64,
     tx_no_session: u64,
     rejected: u64,
+    /// Runs the mate's `failover exec` commands.
+    exec: Option<Handler>,
+    /// Answers of the exec helper thread: (request id, command, answer).
+    exec_done: (Sender<ExecDone>, Receiver<ExecDone>),
+    /// The helper thread running a mate's exec (one at a time; a thread
+    /// that died without answering frees the slot too).
+    exec_thread: Option<JoinHandle<()>>,
+    /// This unit's exec waiting for the mate.
+    pending: Option<PendingExec>,
+    exec_id: u32,
+    /// This unit's configuration file.
+    config_path: Option<std::path::PathBuf>,
+    /// Generation of the last configuration this unit sent.
+    config_gen: u32,
+    /// A configuration being received: generation, next chunk, bytes.
+    config_rx: Option<(u32, u16, Vec<u8>)>,
+    /// For `show failover`: "Config sync: …".
+    config_sync: Option<String>,
 }
 
 fn ts(d: Duration) -> Timestamp {
@@ -351,9 +556,14 @@ impl Ha {
             let now = ts(now_d);
             // 1. Inputs: operator commands, then received frames.
             while let Ok((cmd, reply)) = rx.try_recv() {
+                if let Command::Exec(e) = cmd {
+                    self.start_exec(now_d, e, reply);
+                    continue;
+                }
                 let r = self.command(now_d, cmd);
                 let _ = reply.send(r);
             }
+            self.poll_exec(now_d);
             self.receive(now_d, true);
             if self.st.is_some() {
                 self.receive(now_d, false);
@@ -445,8 +655,12 @@ impl Ha {
                 }
                 Received::Dropped(_) => None,
             };
-            if let (Some(m), true) = (msg, failover) {
-                self.unit.handle_message(now, Link::Failover, &m);
+            match (msg, failover) {
+                (Some(Message::ExecRequest(r)), true) => self.on_exec_request(now_d, r),
+                (Some(Message::ExecReply(r)), true) => self.on_exec_reply(r),
+                (Some(Message::ConfigChunk(c)), true) => self.on_config_chunk(c),
+                (Some(m), true) => self.unit.handle_message(now, Link::Failover, &m),
+                _ => {}
             }
             self.drain_link(now_d);
         }
@@ -707,6 +921,13 @@ impl Ha {
                 }
             }
             Event::InterfaceTest { .. } => tracing::debug!("failover: {ev}"),
+            Event::MateJoined => {
+                tracing::info!("failover: {ev}");
+                let now_d = Duration::from_nanos(now.as_nanos());
+                if let Err(e) = self.send_config(now_d, "mate joined") {
+                    tracing::warn!("failover: configuration replication to the mate: {e}");
+                }
+            }
             _ => tracing::info!("failover: {ev}"),
         }
     }
@@ -751,11 +972,297 @@ impl Ha {
                 self.unit.enable(now);
                 done(Ok(()), "failover enabled on this unit")
             }
+            Command::WriteStandby => {
+                if self.unit.state() != State::Active {
+                    Response::error(format!(
+                        "`{cmd}`: this unit is {}, not active; run it on the active unit",
+                        self.unit.state()
+                    ))
+                } else if self.unit.mate_state().is_none() {
+                    Response::error(format!("`{cmd}`: no mate is heard on the failover link"))
+                } else {
+                    match self.send_config(now_d, "write standby") {
+                        Ok(n) => Response::ok(CommandDone {
+                            message: format!("configuration ({n} bytes) sent to the standby"),
+                        }),
+                        Err(e) => Response::error(format!("`{cmd}`: {e}")),
+                    }
+                }
+            }
             other => Response::error(format!("`{other}` is not a failover command")),
         };
         tracing::info!(command = %cmd, ok = r.ok, "failover command");
         self.drain(now_d);
         r
+    }
+
+    /// `failover exec`: run here (failover commands only: this thread
+    /// answers them) or send to the mate and wait for its answer.
+    fn start_exec(&mut self, now_d: Duration, e: Exec, reply: Sender<Response>) {
+        let inner = e.command();
+        if exec_where(e.target, self.unit.state()) == ExecWhere::Here {
+            let r = if inner.is_failover() {
+                self.command(now_d, inner)
+            } else {
+                Response::error(format!(
+                    "this unit is the {} unit: run `{inner}` without `failover exec`",
+                    e.target.word()
+                ))
+            };
+            let _ = reply.send(r);
+            return;
+        }
+        if let Some(p) = &self.pending {
+            let _ = reply.send(Response::error(format!(
+                "`failover exec` is still waiting for the mate's answer to `{}`; retry",
+                p.cmd
+            )));
+            return;
+        }
+        if !self.fo.link.is_established() {
+            let _ = reply.send(Response::error(format!(
+                "`{}`: no session with the mate on the failover link {}",
+                Command::Exec(e),
+                self.settings.link_device
+            )));
+            return;
+        }
+        self.exec_id = self.exec_id.wrapping_add(1);
+        let id = self.exec_id;
+        tracing::info!(command = %inner, id, "failover exec: sending to the mate");
+        self.send_failover(
+            now_d,
+            &Message::ExecRequest(ExecRequest {
+                id,
+                command: inner.words().to_string(),
+            }),
+        );
+        self.pending = Some(PendingExec {
+            id,
+            cmd: Command::Exec(e),
+            reply,
+            deadline: now_d + EXEC_TIMEOUT,
+            data: Vec::new(),
+            next_seq: 0,
+        });
+    }
+
+    /// Answers of the exec helper thread go to the mate; an exec of ours
+    /// past its deadline is answered with the timeout.
+    fn poll_exec(&mut self, now_d: Duration) {
+        while let Ok((id, cmd, r)) = self.exec_done.1.try_recv() {
+            tracing::info!(command = %cmd, id, ok = r.ok, "failover exec from the mate: answered");
+            self.send_exec_answer(now_d, id, &exec_answer(cmd.words(), &r));
+        }
+        if self.pending.as_ref().is_some_and(|p| now_d >= p.deadline) {
+            if let Some(p) = self.pending.take() {
+                tracing::warn!(command = %p.cmd, id = p.id, "failover exec: the mate did not answer");
+                let _ = p.reply.send(Response::error(format!(
+                    "`{}`: mate did not answer within {} s",
+                    p.cmd,
+                    EXEC_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+
+    fn send_exec_answer(&mut self, now_d: Duration, id: u32, answer: &[u8]) {
+        for chunk in exec_chunks(id, answer) {
+            self.send_failover(now_d, &Message::ExecReply(chunk));
+        }
+    }
+
+    /// The mate asks this unit to run a command.
+    fn on_exec_request(&mut self, now_d: Duration, r: ExecRequest) {
+        let refuse = |msg: String| exec_answer("", &Response::error(msg));
+        let cmd = match Command::parse(&r.command) {
+            Ok(Command::Exec(_)) => {
+                let a = refuse(format!("`{}`: failover exec cannot be nested", r.command));
+                return self.send_exec_answer(now_d, r.id, &a);
+            }
+            Ok(c) => c,
+            Err(e) => {
+                let a = refuse(e.to_string());
+                return self.send_exec_answer(now_d, r.id, &a);
+            }
+        };
+        let busy = self.exec_thread.as_ref().is_some_and(|t| !t.is_finished());
+        let handler = match (&self.exec, busy) {
+            (_, true) => {
+                let a = refuse(format!(
+                    "`{cmd}`: busy running another failover exec; retry"
+                ));
+                return self.send_exec_answer(now_d, r.id, &a);
+            }
+            (None, _) => {
+                let a = refuse(format!("`{cmd}`: this unit does not run remote commands"));
+                return self.send_exec_answer(now_d, r.id, &a);
+            }
+            (Some(h), false) => Arc::clone(h),
+        };
+        tracing::info!(command = %cmd, id = r.id, "failover exec from the mate: running");
+        let done = self.exec_done.0.clone();
+        let id = r.id;
+        let spawned = std::thread::Builder::new()
+            .name("ha-exec".into())
+            .spawn(move || {
+                let answer = handler(cmd);
+                let _ = done.send((id, cmd, answer));
+            });
+        match spawned {
+            Ok(t) => self.exec_thread = Some(t),
+            Err(e) => {
+                let a = refuse(format!("`{cmd}`: cannot start the exec thread: {e}"));
+                self.send_exec_answer(now_d, r.id, &a);
+            }
+        }
+    }
+
+    /// A chunk of the mate's answer to our exec.
+    fn on_exec_reply(&mut self, r: ExecReply) {
+        let Some(p) = self.pending.as_mut() else {
+            tracing::debug!(
+                id = r.id,
+                "failover exec: reply with nothing pending; ignored"
+            );
+            return;
+        };
+        if p.id != r.id {
+            tracing::debug!(id = r.id, want = p.id, "failover exec: stale reply ignored");
+            return;
+        }
+        let answer = if r.seq != p.next_seq {
+            Some(Response::error(format!(
+                "`{}`: the mate's answer lost a frame (chunk {} came, {} expected); retry",
+                p.cmd, r.seq, p.next_seq
+            )))
+        } else if p.data.len() + r.data.len() > MAX_EXEC_ANSWER {
+            Some(Response::error(format!(
+                "`{}`: the mate's answer exceeds {MAX_EXEC_ANSWER} bytes",
+                p.cmd
+            )))
+        } else {
+            p.data.extend_from_slice(&r.data);
+            p.next_seq = p.next_seq.wrapping_add(1);
+            r.last.then(|| mate_answer(&p.data))
+        };
+        if let Some(a) = answer {
+            if let Some(p) = self.pending.take() {
+                tracing::info!(command = %p.cmd, id = p.id, ok = a.ok, "failover exec: the mate answered");
+                let _ = p.reply.send(a);
+            }
+        }
+    }
+
+    /// Seeds 004, "Running Configuration Replication": send this unit's
+    /// configuration, without its bootstrap settings, to the mate.
+    fn send_config(&mut self, now_d: Duration, why: &str) -> Result<usize, String> {
+        let path = self
+            .config_path
+            .clone()
+            .ok_or("this unit has no configuration file to replicate")?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let body = replicable_config(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if body.len() > MAX_CONFIG {
+            return Err(format!(
+                "{} is {} bytes without its bootstrap settings, more than the {MAX_CONFIG} bytes replication carries",
+                path.display(),
+                body.len()
+            ));
+        }
+        self.config_gen = self.config_gen.wrapping_add(1);
+        let generation = self.config_gen;
+        for c in exec_chunks(generation, body.as_bytes()) {
+            self.send_failover(
+                now_d,
+                &Message::ConfigChunk(ConfigChunk {
+                    generation,
+                    seq: c.seq,
+                    last: c.last,
+                    data: c.data,
+                }),
+            );
+        }
+        tracing::info!(
+            bytes = body.len(),
+            generation,
+            "configuration replication: sent to the mate ({why})"
+        );
+        self.config_sync = Some(format!("sent {} bytes to the mate ({why})", body.len()));
+        Ok(body.len())
+    }
+
+    /// A chunk of the mate's configuration.
+    fn on_config_chunk(&mut self, c: ConfigChunk) {
+        if self.unit.state() == State::Active {
+            tracing::warn!("configuration replication: the mate sent its configuration to the active unit; ignored");
+            return;
+        }
+        if c.seq == 0 {
+            self.config_rx = Some((c.generation, 0, Vec::new()));
+        }
+        let Some((generation, next, data)) = self.config_rx.as_mut() else {
+            return;
+        };
+        if *generation != c.generation || *next != c.seq || data.len() + c.data.len() > MAX_CONFIG {
+            let why = format!(
+                "chunk {} of generation {} out of order (expected {} of {}); waiting for a resend (`write standby` on the active)",
+                c.seq, c.generation, next, generation
+            );
+            tracing::warn!("configuration replication failed: {why}");
+            self.config_sync = Some(format!("failed: {why}"));
+            self.config_rx = None;
+            return;
+        }
+        data.extend_from_slice(&c.data);
+        *next = next.wrapping_add(1);
+        if !c.last {
+            self.config_sync = Some(format!("in progress ({} bytes)", data.len()));
+            return;
+        }
+        let Some((_, _, data)) = self.config_rx.take() else {
+            return;
+        };
+        match self.apply_config(&data) {
+            Ok(path) => {
+                tracing::info!(
+                    "configuration replicated from mate ({} bytes); written to {} (not applied live: restart tandemd with it to apply)",
+                    data.len(),
+                    path.display()
+                );
+                self.config_sync = Some(format!(
+                    "done: {} bytes from the mate, written to {}",
+                    data.len(),
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("configuration replication from mate failed: {e}");
+                self.config_sync = Some(format!("failed: {e}"));
+            }
+        }
+    }
+
+    /// Merge the mate's configuration with this unit's bootstrap settings,
+    /// check it, and write it next to this unit's configuration file.
+    fn apply_config(&self, received: &[u8]) -> Result<std::path::PathBuf, String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("this unit has no configuration file to merge into")?;
+        let own = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let received = std::str::from_utf8(received)
+            .map_err(|e| format!("the mate's configuration is not UTF-8: {e}"))?;
+        let merged = merge_config(&own, received)?;
+        crate::config::ConfigFile::parse(&merged, "configuration replicated from the mate")
+            .map_err(|e| e.to_string())?;
+        let mut out = path.clone().into_os_string();
+        out.push(".replicated");
+        let out = std::path::PathBuf::from(out);
+        std::fs::write(&out, merged).map_err(|e| format!("writing {}: {e}", out.display()))?;
+        Ok(out)
     }
 
     fn status(&self, now: Timestamp) -> FailoverStatus {
@@ -817,6 +1324,7 @@ impl Ha {
                 reason: t.reason.to_string(),
             }),
             term: v.term,
+            config_sync: self.config_sync.clone(),
         }
     }
 }
@@ -909,6 +1417,107 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
     use tandem_ha::{IfIndex, Mac};
+
+    #[test]
+    fn exec_target_resolves_to_this_unit_only_when_its_state_matches() {
+        use ExecWhere::{Here, Mate};
+        assert_eq!(exec_where(ExecTarget::Mate, State::Active), Mate);
+        assert_eq!(exec_where(ExecTarget::Active, State::Active), Here);
+        assert_eq!(exec_where(ExecTarget::Active, State::StandbyReady), Mate);
+        assert_eq!(exec_where(ExecTarget::Standby, State::StandbyReady), Here);
+        assert_eq!(exec_where(ExecTarget::Standby, State::PseudoStandby), Here);
+        assert_eq!(exec_where(ExecTarget::Standby, State::Active), Mate);
+    }
+
+    #[test]
+    fn exec_answers_are_chunked_and_reassemble_to_the_response() {
+        let r = Response::ok(serde_json::json!({ "text": "x".repeat(3000) }));
+        let bytes = exec_answer("show failover", &r);
+        let chunks = exec_chunks(7, &bytes);
+        assert_eq!(chunks.len(), bytes.len().div_ceil(MAX_EXEC_CHUNK));
+        assert!(chunks.len() >= 3);
+        for (i, c) in chunks.iter().enumerate() {
+            assert_eq!((c.id, usize::from(c.seq)), (7, i));
+            assert_eq!(c.last, i + 1 == chunks.len());
+            assert!(c.data.len() <= MAX_EXEC_CHUNK);
+        }
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(mate_answer(&joined), r);
+        // An empty answer is still one (last) chunk.
+        let one = exec_chunks(1, &[]);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].last);
+    }
+
+    #[test]
+    fn exec_errors_say_they_come_from_the_mate_and_oversize_answers_are_refused() {
+        let e = mate_answer(&exec_answer(
+            "x",
+            &Response::error("`failover reset`: nope"),
+        ));
+        assert_eq!(e.error.as_deref(), Some("mate: `failover reset`: nope"));
+        assert!(mate_answer(b"not json")
+            .error
+            .unwrap()
+            .contains("not a control API answer"));
+        let big = Response::ok("y".repeat(MAX_EXEC_ANSWER + 1));
+        let a = mate_answer(&exec_answer("show arp", &big));
+        let msg = a.error.unwrap();
+        assert!(msg.contains("show arp") && msg.contains("65536"), "{msg}");
+    }
+
+    const ACTIVE_CFG: &str = r#"
+[unit]
+name = "fwa"
+profile = "lab"
+
+[[interface]]
+name = "outside"
+device = "out0"
+address = "198.18.1.1/24"
+standby_address = "198.18.1.2"
+
+[[route]]
+destination = "0.0.0.0/0"
+gateway = "198.18.1.254"
+
+[failover]
+role = "primary"
+link_device = "fo0"
+"#;
+
+    #[test]
+    fn replicated_config_drops_bootstrap_settings_and_devices() {
+        let r = replicable_config(ACTIVE_CFG).unwrap();
+        assert!(!r.contains("[unit]") && !r.contains("[failover]"), "{r}");
+        assert!(!r.contains("out0") && !r.contains("fo0"), "{r}");
+        assert!(
+            r.contains("198.18.1.254") && r.contains("198.18.1.2"),
+            "{r}"
+        );
+        assert!(replicable_config("not = [toml").is_err());
+    }
+
+    #[test]
+    fn standby_merges_the_mates_config_with_its_own_bootstrap_settings() {
+        let own = ACTIVE_CFG
+            .replace("fwa", "fwb")
+            .replace("out0", "eth7")
+            .replace("primary", "secondary")
+            .replace("198.18.1.254", "198.18.1.253");
+        let merged = merge_config(&own, &replicable_config(ACTIVE_CFG).unwrap()).unwrap();
+        // The mate's route, this unit's name, device and failover role.
+        assert!(merged.contains("198.18.1.254") && !merged.contains("198.18.1.253"));
+        assert!(merged.contains("fwb") && merged.contains("eth7") && merged.contains("secondary"));
+        let c = crate::config::ConfigFile::parse(&merged, "merged").unwrap();
+        assert_eq!(c.interfaces[0].device, "eth7");
+        // Different interface counts are refused, naming both.
+        let two = format!(
+            "{ACTIVE_CFG}\n[[interface]]\nname = \"inside\"\ndevice = \"in0\"\naddress = \"198.18.2.1/24\"\n"
+        );
+        let e = merge_config(&own, &replicable_config(&two).unwrap()).unwrap_err();
+        assert!(e.contains("2 data interfaces, this unit 1"), "{e}");
+    }
 
     #[test]
     fn probe_frames_are_well_formed() {

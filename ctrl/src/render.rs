@@ -34,7 +34,10 @@ pub fn render(cmd: Command, data: &serde_json::Value) -> Result<String, String> 
         | Command::NoFailoverActive
         | Command::FailoverReset
         | Command::NoFailover
-        | Command::Failover => decode::<CommandDone>(cmd, data)?.message + "\n",
+        | Command::Failover
+        | Command::WriteStandby => decode::<CommandDone>(cmd, data)?.message + "\n",
+        // The answer is the target unit's own answer to the command, rendered the same way.
+        Command::Exec(e) => render(e.command(), data)?,
     })
 }
 
@@ -322,6 +325,9 @@ pub fn failover(v: &FailoverStatus) -> String {
             String::new()
         }
     );
+    if let Some(c) = &v.config_sync {
+        let _ = writeln!(out, "Config sync: {c}");
+    }
     let _ = writeln!(
         out,
         "Unit Poll frequency {}, holdtime {}",

@@ -71,6 +71,7 @@ fn fake_transition() -> FailoverTransition {
 /// primary and active, the mate standby ready.
 pub fn fake_failover() -> FailoverStatus {
     FailoverStatus {
+        config_sync: None,
         failover: true,
         unit: "Primary".into(),
         link_name: "folink".into(),
@@ -204,6 +205,7 @@ impl ControlSource for FakeSource {
             Command::FailoverReset => done("failover reset"),
             Command::NoFailover => done("failover disabled on this unit"),
             Command::Failover => done("failover enabled on this unit"),
+            Command::WriteStandby => done("configuration (512 bytes) sent to the standby"),
             _ => Response::ok(fake_failover()),
         })
     }

@@ -151,6 +151,11 @@ Other host - Secondary  Standby Ready  None
         r#"failover enabled on this unit
 "#,
     ),
+    (
+        "write standby",
+        r#"configuration (512 bytes) sent to the standby
+"#,
+    ),
 ];
 
 #[test]

@@ -496,3 +496,115 @@ fn no_failover_makes_the_mate_pseudo_standby_and_failover_restores_it() {
     assert!(r.contains("enabled"), "{r}");
     formed(&p);
 }
+
+/// `tandemctl … args`: (success, stdout, stderr).
+fn ctl_full(u: &Unit, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::TANDEMCTL)
+        .arg("-s")
+        .arg(&u.socket)
+        .args(args)
+        .output()
+        .expect("run tandemctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn failover_exec_runs_the_command_on_the_mate_and_times_out_when_it_is_silent() {
+    if !have_privileges(
+        "failover_exec_runs_the_command_on_the_mate_and_times_out_when_it_is_silent",
+    ) {
+        return;
+    }
+    let mut p = pair(KEY, false);
+    formed(&p);
+    // The mate's own `show failover`, as JSON and as text.
+    let v =
+        p.a.ctl_json(&["failover", "exec", "mate", "show", "failover"]);
+    assert_eq!(v["this_host"]["role"], "Secondary", "{v}");
+    assert_eq!(v["this_host"]["state"], "Standby Ready", "{v}");
+    assert_eq!(v["other_host"]["state"], "Active", "{v}");
+    let text = p.a.ctl(&["fail", "exec", "mate", "sh", "fail"]);
+    assert!(
+        text.contains("This host: Secondary - Standby Ready"),
+        "{text}\n{}",
+        p.a.log_tail()
+    );
+    // A non-failover command goes through the mate's control API too.
+    let v =
+        p.b.ctl_json(&["failover", "exec", "mate", "show", "version"]);
+    assert_eq!(v["unit"], "fwa", "{v}");
+    // `standby` from the active names the mate; `active` names this unit.
+    let v =
+        p.a.ctl_json(&["failover", "exec", "standby", "show", "failover"]);
+    assert_eq!(v["this_host"]["role"], "Secondary", "{v}");
+    let v =
+        p.a.ctl_json(&["failover", "exec", "active", "show", "failover"]);
+    assert_eq!(v["this_host"]["role"], "Primary", "{v}");
+    // A stopped mate does not answer: a clear error, not a hang.
+    p.b.daemon.signal(libc::SIGSTOP).expect("stop B");
+    let (ok, _, err) = ctl_full(&p.a, &["failover", "exec", "mate", "show", "failover"]);
+    p.b.daemon.signal(libc::SIGCONT).expect("continue B");
+    assert!(!ok, "exec succeeded against a stopped mate");
+    assert!(err.contains("mate did not answer within 4 s"), "{err}");
+}
+
+#[test]
+fn a_joining_standby_receives_the_active_configuration_and_write_standby_resends_it() {
+    if !have_privileges(
+        "a_joining_standby_receives_the_active_configuration_and_write_standby_resends_it",
+    ) {
+        return;
+    }
+    let p = pair(KEY, false);
+    formed(&p);
+    let sync = |u: &Unit| {
+        u.ctl_json(&["show", "failover"])["config_sync"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let done = wait_until(Instant::now() + SETTLE, || sync(&p.b).starts_with("done:"));
+    assert!(
+        done.is_ok(),
+        "B never received the configuration: {:?}\n{}",
+        sync(&p.b),
+        p.b.log_tail()
+    );
+    assert!(sync(&p.a).starts_with("sent "), "{}", sync(&p.a));
+    let text = p.b.ctl(&["show", "failover"]);
+    assert!(text.contains("Config sync: done:"), "{text}");
+    assert!(
+        p.b.log_tail()
+            .contains("configuration replicated from mate"),
+        "{}",
+        p.b.log_tail()
+    );
+    // The replicated file: A's configuration with B's own [unit] and [failover].
+    let mut path = p.b.config.clone().into_os_string();
+    path.push(".replicated");
+    let merged = std::fs::read_to_string(&path).expect("replicated configuration written");
+    assert!(
+        merged.contains("fwb") && merged.contains("secondary"),
+        "{merged}"
+    );
+    assert!(
+        !merged.contains("fwa") && !merged.contains("primary"),
+        "{merged}"
+    );
+    std::fs::remove_file(&path).expect("remove the replicated file");
+    // `write standby` on the active sends it again; the standby refuses it.
+    let r = p.a.ctl(&["write", "standby"]);
+    assert!(r.contains("sent to the standby"), "{r}");
+    let again = wait_until(Instant::now() + SETTLE, || std::fs::metadata(&path).is_ok());
+    assert!(
+        again.is_ok(),
+        "no resend after `write standby`\n{}",
+        p.b.log_tail()
+    );
+    let (ok, _, err) = ctl_full(&p.b, &["write", "standby"]);
+    assert!(!ok && err.contains("not active"), "{err}");
+}

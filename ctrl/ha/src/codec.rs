@@ -8,7 +8,9 @@
 //! Every payload starts with the same two bytes: the codec [`VERSION`] and the [`MessageType`].
 //! The rest is fixed-size fields in network byte order, described by zerocopy structs (STYLE
 //! habit 1), except the hello's two lists (data-interface MACs and interface reports), whose
-//! lengths are 16-bit counts in the hello's fixed part. Enumerations start at 1 so that an
+//! lengths are 16-bit counts in the hello's fixed part, and the byte strings of the control
+//! plane's exec and configuration messages (types 16–18), whose lengths are 16-bit fields
+//! checked against [`MAX_EXEC_COMMAND`] / [`MAX_EXEC_CHUNK`] before anything is copied. Enumerations start at 1 so that an
 //! all-zero buffer is never a valid message; reserved bits and bytes must be zero.
 //!
 //! # Contract
@@ -16,8 +18,9 @@
 //! * [`decode`] never panics, whatever the bytes. It checks the version, the type, every
 //!   enumeration value, every reserved bit, the list counts against [`MAX_INTERFACES`], and that
 //!   the payload is exactly as long as its fields: a shorter one is [`DecodeError::Truncated`], a
-//!   longer one [`DecodeError::TrailingBytes`]. It allocates only the hello's two lists, and only
-//!   after the length check has proved the bytes are there.
+//!   longer one [`DecodeError::TrailingBytes`]. It allocates only the hello's two lists and the
+//!   exec / configuration byte strings, and only after the length check has proved the bytes are
+//!   there.
 //! * The encoding is canonical: every byte string `decode` accepts is exactly what [`encode`]
 //!   writes for the decoded message. (Only `rx_age` values beyond `u64::MAX` ns, 584 years, which
 //!   no [`crate::Timestamp`] difference can produce, are saturated on encode.)
@@ -32,7 +35,10 @@ use zerocopy::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::config::MAX_MONITORED;
-use crate::msg::{Control, Hello, InterfaceHello, InterfaceReport, LanTest, LanTestKind, Message};
+use crate::msg::{
+    ConfigChunk, Control, ExecReply, ExecRequest, Hello, InterfaceHello, InterfaceReport, LanTest,
+    LanTestKind, Message, MAX_EXEC_CHUNK, MAX_EXEC_COMMAND,
+};
 use crate::time::nanos;
 use crate::types::{IfIndex, InterfaceStatus, Mac, Role, State};
 
@@ -65,6 +71,12 @@ pub const LANTEST_LEN: usize = HEADER_LEN + core::mem::size_of::<LanTestBody>();
 pub const INTERFACE_HELLO_LEN: usize = HEADER_LEN + core::mem::size_of::<InterfaceHelloBody>();
 /// Length of a control message.
 pub const CONTROL_LEN: usize = HEADER_LEN + core::mem::size_of::<ControlBody>();
+/// Length of an exec request without its command bytes.
+pub const EXEC_REQUEST_FIXED_LEN: usize = HEADER_LEN + core::mem::size_of::<ExecRequestFixed>();
+/// Length of an exec reply without its data bytes.
+pub const EXEC_REPLY_FIXED_LEN: usize = HEADER_LEN + core::mem::size_of::<ExecReplyFixed>();
+/// Exec reply flag: the last chunk ([`ExecReply::last`]).
+const EXEC_FLAG_LAST: u8 = 0x01;
 /// Longest payload [`encode`] writes: a hello with [`MAX_INTERFACES`] MACs and reports.
 pub const MAX_ENCODED_LEN: usize =
     HELLO_FIXED_LEN + MAX_INTERFACES * (MAC_ENTRY_LEN + REPORT_ENTRY_LEN);
@@ -89,6 +101,12 @@ pub enum MessageType {
     InterfaceHello = 3,
     /// [`Message::Control`].
     Control = 4,
+    /// [`Message::ExecRequest`] (control plane range 16–31).
+    ExecRequest = 16,
+    /// [`Message::ExecReply`] (control plane range 16–31).
+    ExecReply = 17,
+    /// [`Message::ConfigChunk`] (control plane range 16–31).
+    ConfigChunk = 18,
 }
 
 impl MessageType {
@@ -99,6 +117,9 @@ impl MessageType {
             2 => Some(MessageType::LanTest),
             3 => Some(MessageType::InterfaceHello),
             4 => Some(MessageType::Control),
+            16 => Some(MessageType::ExecRequest),
+            17 => Some(MessageType::ExecReply),
+            18 => Some(MessageType::ConfigChunk),
             _ => None,
         }
     }
@@ -110,6 +131,9 @@ impl MessageType {
             Message::LanTest(_) => MessageType::LanTest,
             Message::InterfaceHello(_) => MessageType::InterfaceHello,
             Message::Control(_) => MessageType::Control,
+            Message::ExecRequest(_) => MessageType::ExecRequest,
+            Message::ExecReply(_) => MessageType::ExecReply,
+            Message::ConfigChunk(_) => MessageType::ConfigChunk,
         }
     }
 
@@ -120,6 +144,9 @@ impl MessageType {
             MessageType::LanTest => "LANTEST",
             MessageType::InterfaceHello => "interface hello",
             MessageType::Control => "control message",
+            MessageType::ExecRequest => "exec request",
+            MessageType::ExecReply => "exec reply",
+            MessageType::ConfigChunk => "configuration chunk",
         }
     }
 }
@@ -178,6 +205,18 @@ pub enum DecodeError {
         /// The byte found.
         value: u8,
     },
+    /// A variable-length field longer than the format allows.
+    #[error("failover {what}: field {field} is {len} bytes long, more than {max}")]
+    TooLong {
+        /// The message type's name.
+        what: &'static str,
+        /// The field's name in `ctrl/ha/docs/failover-protocol.md`.
+        field: &'static str,
+        /// The length on the wire.
+        len: usize,
+        /// The format's limit.
+        max: usize,
+    },
     /// An interface report holds a value the format forbids.
     #[error(
         "failover hello: interface report {iface}, field {field} holds invalid value {value:#x}"
@@ -204,6 +243,18 @@ pub enum EncodeError {
         need: usize,
         /// The buffer's length.
         have: usize,
+    },
+    /// An exec command or reply chunk longer than the format carries.
+    #[error("failover {what}: {field} is {len} bytes long; the protocol carries at most {max}")]
+    TooLong {
+        /// The message type's name.
+        what: &'static str,
+        /// The field's name.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
     },
     /// A hello list longer than [`MAX_INTERFACES`] (a configuration with more data interfaces
     /// than the protocol carries).
@@ -270,6 +321,25 @@ struct InterfaceHelloBody {
 #[repr(C)]
 struct ControlBody {
     command: u8,
+}
+
+/// The exec request after the common header (bytes 2–7), followed by the command bytes.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ExecRequestFixed {
+    id: U32,
+    len: U16,
+}
+
+/// The exec reply after the common header (bytes 2–11), followed by the data bytes.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ExecReplyFixed {
+    id: U32,
+    seq: U16,
+    flags: u8,
+    reserved: u8,
+    len: U16,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,7 +467,51 @@ pub fn encoded_len(msg: &Message) -> Result<usize, EncodeError> {
         Message::LanTest(_) => LANTEST_LEN,
         Message::InterfaceHello(_) => INTERFACE_HELLO_LEN,
         Message::Control(_) => CONTROL_LEN,
+        Message::ExecRequest(r) => {
+            check_len(
+                MessageType::ExecRequest,
+                "command",
+                r.command.len(),
+                MAX_EXEC_COMMAND,
+            )?;
+            EXEC_REQUEST_FIXED_LEN + r.command.len()
+        }
+        Message::ExecReply(r) => {
+            check_len(MessageType::ExecReply, "data", r.data.len(), MAX_EXEC_CHUNK)?;
+            EXEC_REPLY_FIXED_LEN + r.data.len()
+        }
+        Message::ConfigChunk(c) => {
+            check_len(
+                MessageType::ConfigChunk,
+                "data",
+                c.data.len(),
+                MAX_EXEC_CHUNK,
+            )?;
+            EXEC_REPLY_FIXED_LEN + c.data.len()
+        }
     })
+}
+
+fn check_len(
+    ty: MessageType,
+    field: &'static str,
+    len: usize,
+    max: usize,
+) -> Result<(), EncodeError> {
+    if len > max {
+        return Err(EncodeError::TooLong {
+            what: ty.name(),
+            field,
+            len,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A length already checked against a limit below 2^16.
+fn len16(n: usize) -> U16 {
+    U16::new(u16::try_from(n).unwrap_or(u16::MAX))
 }
 
 /// Writes fields front to back into a buffer whose length was checked up front; a write past the
@@ -467,6 +581,34 @@ pub fn encode(msg: &Message, buf: &mut [u8]) -> Result<usize, EncodeError> {
         Message::Control(c) => w.put_struct(&ControlBody {
             command: control_to_u8(*c),
         })?,
+        Message::ExecRequest(r) => {
+            w.put_struct(&ExecRequestFixed {
+                id: U32::new(r.id),
+                len: len16(r.command.len()),
+            })?;
+            w.put(r.command.as_bytes())?;
+        }
+        Message::ExecReply(r) => {
+            w.put_struct(&ExecReplyFixed {
+                id: U32::new(r.id),
+                seq: U16::new(r.seq),
+                flags: if r.last { EXEC_FLAG_LAST } else { 0 },
+                reserved: 0,
+                len: len16(r.data.len()),
+            })?;
+            w.put(&r.data)?;
+        }
+        Message::ConfigChunk(c) => {
+            // Same layout as the exec reply, the id field holding the generation.
+            w.put_struct(&ExecReplyFixed {
+                id: U32::new(c.generation),
+                seq: U16::new(c.seq),
+                flags: if c.last { EXEC_FLAG_LAST } else { 0 },
+                reserved: 0,
+                len: len16(c.data.len()),
+            })?;
+            w.put(&c.data)?;
+        }
     }
     Ok(need)
 }
@@ -614,6 +756,80 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             let c = control_from_u8(b.command).ok_or(invalid("command", b.command))?;
             Ok(Message::Control(c))
         }
+        MessageType::ExecRequest => {
+            let f = r.take::<ExecRequestFixed>().ok_or(DecodeError::Truncated {
+                what,
+                need: EXEC_REQUEST_FIXED_LEN,
+                have,
+            })?;
+            let len = usize::from(f.len.get());
+            if len > MAX_EXEC_COMMAND {
+                return Err(DecodeError::TooLong {
+                    what,
+                    field: "command",
+                    len,
+                    max: MAX_EXEC_COMMAND,
+                });
+            }
+            exact(EXEC_REQUEST_FIXED_LEN + len)?;
+            let bytes = r.take_bytes(len).ok_or(DecodeError::Truncated {
+                what,
+                need: EXEC_REQUEST_FIXED_LEN + len,
+                have,
+            })?;
+            let command = core::str::from_utf8(bytes).map_err(|e| {
+                let bad = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
+                invalid("command", bad)
+            })?;
+            Ok(Message::ExecRequest(ExecRequest {
+                id: f.id.get(),
+                command: command.into(),
+            }))
+        }
+        MessageType::ExecReply | MessageType::ConfigChunk => {
+            let f = r.take::<ExecReplyFixed>().ok_or(DecodeError::Truncated {
+                what,
+                need: EXEC_REPLY_FIXED_LEN,
+                have,
+            })?;
+            let len = usize::from(f.len.get());
+            if len > MAX_EXEC_CHUNK {
+                return Err(DecodeError::TooLong {
+                    what,
+                    field: "data",
+                    len,
+                    max: MAX_EXEC_CHUNK,
+                });
+            }
+            exact(EXEC_REPLY_FIXED_LEN + len)?;
+            if f.flags & !EXEC_FLAG_LAST != 0 {
+                return Err(invalid("flags", f.flags));
+            }
+            if f.reserved != 0 {
+                return Err(invalid("reserved", f.reserved));
+            }
+            let data = r.take_bytes(len).ok_or(DecodeError::Truncated {
+                what,
+                need: EXEC_REPLY_FIXED_LEN + len,
+                have,
+            })?;
+            let (seq, last, data) = (f.seq.get(), f.flags & EXEC_FLAG_LAST != 0, data.to_vec());
+            Ok(if ty == MessageType::ConfigChunk {
+                Message::ConfigChunk(ConfigChunk {
+                    generation: f.id.get(),
+                    seq,
+                    last,
+                    data,
+                })
+            } else {
+                Message::ExecReply(ExecReply {
+                    id: f.id.get(),
+                    seq,
+                    last,
+                    data,
+                })
+            })
+        }
     }
 }
 
@@ -718,6 +934,11 @@ mod tests {
         assert_eq!(LANTEST_LEN, 7);
         assert_eq!(INTERFACE_HELLO_LEN, 4);
         assert_eq!(CONTROL_LEN, 3);
+        assert_eq!(EXEC_REQUEST_FIXED_LEN, 8);
+        assert_eq!(EXEC_REPLY_FIXED_LEN, 12);
+        const { assert!(EXEC_REQUEST_FIXED_LEN + MAX_EXEC_COMMAND <= MAX_ENCODED_LEN) };
+        // A reply chunk with the secure link's 36 bytes fits a 1500-byte MTU.
+        const { assert!(EXEC_REPLY_FIXED_LEN + MAX_EXEC_CHUNK + 36 <= 1500) };
         assert_eq!(MAX_ENCODED_LEN, 24 + 1025 * 16);
         assert!(MAX_ENCODED_LEN <= usize::from(u16::MAX));
     }

@@ -82,7 +82,10 @@ pub use config::{
     MAX_MONITORED,
 };
 pub use event::{DualActiveRule, Event, LinkFailure, Reason, StaleCause, Transition};
-pub use msg::{Control, Hello, InterfaceHello, InterfaceReport, LanTest, LanTestKind, Message};
+pub use msg::{
+    ConfigChunk, Control, ExecReply, ExecRequest, Hello, InterfaceHello, InterfaceReport, LanTest,
+    LanTestKind, Message, MAX_EXEC_CHUNK, MAX_EXEC_COMMAND,
+};
 pub use time::{Dur, Timestamp};
 pub use types::{
     AddressSet, IfIndex, InterfaceStatus, Link, LinkState, Mac, MacParseError, Role, State,

@@ -4,9 +4,11 @@
 //! Seeds 004, "Failover Link Data": the failover link carries the unit state, hello messages,
 //! network link status, MAC address exchange and configuration replication. tandem puts the
 //! first four in [`Hello`]; configuration replication is the control plane's (see
-//! [`crate::Event::MateJoined`]). LANTEST (seeds 004, "Unit Health Monitoring") goes on the failover
+//! [`crate::Event::MateJoined`]). Remote command execution ([`ExecRequest`], [`ExecReply`]) is
+//! carried here but acted on by the control plane only. LANTEST (seeds 004, "Unit Health Monitoring") goes on the failover
 //! link and every data interface; interface hellos on every monitored data interface.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -23,6 +25,60 @@ pub enum Message {
     InterfaceHello(InterfaceHello),
     /// Operator command effect for the mate, on the failover link.
     Control(Control),
+    /// `failover exec mate <command>`: run a command on the mate (control plane, type 16).
+    ExecRequest(ExecRequest),
+    /// One chunk of the mate's answer to an [`ExecRequest`] (control plane, type 17).
+    ExecReply(ExecReply),
+    /// One chunk of the active unit's configuration for its standby (control plane, type 18).
+    ConfigChunk(ConfigChunk),
+}
+
+/// Seeds 004, "Running Configuration Replication": one chunk of the configuration the active
+/// unit sends to a standby that joins (and again on `write standby`). The chunks' data,
+/// concatenated in `seq` order, is the configuration text (TOML) without this unit's
+/// bootstrap settings. Same size limit as [`ExecReply`]: [`MAX_EXEC_CHUNK`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigChunk {
+    /// Which sending of the configuration this chunk belongs to; a new generation restarts the
+    /// reassembly.
+    pub generation: u32,
+    /// Position of this chunk, from 0.
+    pub seq: u16,
+    /// Whether this is the last chunk.
+    pub last: bool,
+    /// At most [`MAX_EXEC_CHUNK`] bytes of the configuration.
+    pub data: Vec<u8>,
+}
+
+/// Longest command line an [`ExecRequest`] carries, in bytes.
+pub const MAX_EXEC_COMMAND: usize = 1024;
+/// Longest chunk of an [`ExecReply`], in bytes: with the headers it fits a 1500-byte failover
+/// link MTU.
+pub const MAX_EXEC_CHUNK: usize = 1200;
+
+/// Seeds 003, "Remote command execution": a command for the mate's own command executor. The
+/// unit state machine never sees it; the control plane (`tandemd`) runs it and answers with
+/// [`ExecReply`] chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Chosen by the requester, echoed in every reply chunk; a reply to another id is stale.
+    pub id: u32,
+    /// The command words (UTF-8, at most [`MAX_EXEC_COMMAND`] bytes).
+    pub command: String,
+}
+
+/// One chunk of the answer to an [`ExecRequest`]: the chunks' data, concatenated in `seq`
+/// order, is the answer (the control API's JSON response line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecReply {
+    /// The request's id.
+    pub id: u32,
+    /// Position of this chunk, from 0.
+    pub seq: u16,
+    /// Whether this is the last chunk.
+    pub last: bool,
+    /// At most [`MAX_EXEC_CHUNK`] bytes of the answer.
+    pub data: Vec<u8>,
 }
 
 /// The unit hello: who the sender is, its state, and its view of its interfaces.

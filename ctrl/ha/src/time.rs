@@ -78,24 +78,14 @@ impl fmt::Display for Dur {
         } else {
             (1, "ns")
         };
-        let whole = n / unit_ns;
-        let frac = n % unit_ns;
-        if frac == 0 {
+        // One decimal is what an operator reads in a log line ("62.4 ms");
+        // exact values print without a fraction ("800 ms").
+        let tenths = (n * 10 + unit_ns / 2) / unit_ns;
+        let (whole, tenth) = (tenths / 10, tenths % 10);
+        if tenth == 0 {
             return write!(f, "{whole} {unit}");
         }
-        // Fraction digits for this unit (9, 6 or 3), trailing zeros trimmed.
-        let digits = match unit_ns {
-            1_000_000_000 => 9,
-            1_000_000 => 6,
-            _ => 3,
-        };
-        let mut frac = frac;
-        let mut digits = digits;
-        while frac.is_multiple_of(10) {
-            frac /= 10;
-            digits -= 1;
-        }
-        write!(f, "{whole}.{frac:0digits$} {unit}")
+        write!(f, "{whole}.{tenth} {unit}")
     }
 }
 
@@ -124,6 +114,8 @@ mod tests {
             (Duration::from_micros(1500), "1.5 ms"),
             (Duration::from_nanos(312_500), "312.5 µs"),
             (Duration::from_millis(3), "3 ms"),
+            (Duration::from_nanos(62_374_735), "62.4 ms"),
+            (Duration::from_nanos(1_250_000_001), "1.3 s"),
             (Duration::from_nanos(7), "7 ns"),
             (Duration::ZERO, "0 ns"),
         ];

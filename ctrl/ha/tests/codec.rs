@@ -12,8 +12,8 @@ use tandem_ha::codec::{
     VERSION,
 };
 use tandem_ha::{
-    Control, Hello, IfIndex, InterfaceHello, InterfaceReport, InterfaceStatus, LanTest,
-    LanTestKind, Mac, Message, Role, State,
+    ConfigChunk, Control, ExecReply, ExecRequest, Hello, IfIndex, InterfaceHello, InterfaceReport,
+    InterfaceStatus, LanTest, LanTestKind, Mac, Message, Role, State,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -110,7 +110,107 @@ fn goldens() -> Vec<(Message, Vec<u8>)> {
         ),
         (Message::Control(Control::TakeOver), vec![0x01, 0x04, 0x01]),
         (Message::Control(Control::Reset), vec![0x01, 0x04, 0x02]),
+        (
+            Message::ExecRequest(ExecRequest {
+                id: 0x0102_0304,
+                command: "show failover".into(),
+            }),
+            [
+                &[0x01, 0x10, 0x01, 0x02, 0x03, 0x04, 0x00, 0x0d][..],
+                b"show failover",
+            ]
+            .concat(),
+        ),
+        (
+            Message::ExecReply(ExecReply {
+                id: 0x0102_0304,
+                seq: 2,
+                last: true,
+                data: b"{}".to_vec(),
+            }),
+            vec![
+                0x01, 0x11, 0x01, 0x02, 0x03, 0x04, 0x00, 0x02, 0x01, 0x00, 0x00, 0x02, b'{', b'}',
+            ],
+        ),
+        (
+            Message::ConfigChunk(ConfigChunk {
+                generation: 5,
+                seq: 0,
+                last: false,
+                data: b"[arp]".to_vec(),
+            }),
+            vec![
+                0x01, 0x12, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, b'[', b'a',
+                b'r', b'p', b']',
+            ],
+        ),
     ]
+}
+
+#[test]
+fn exec_messages_refuse_bad_lengths_flags_and_text() {
+    use tandem_ha::{MAX_EXEC_CHUNK, MAX_EXEC_COMMAND};
+    // Request: announced length beyond the limit, short, long, invalid UTF-8.
+    let mut too_long = vec![0x01, 0x10, 0, 0, 0, 1];
+    too_long.extend_from_slice(&u16::try_from(MAX_EXEC_COMMAND + 1).unwrap().to_be_bytes());
+    assert!(matches!(
+        decode(&too_long),
+        Err(DecodeError::TooLong {
+            field: "command",
+            ..
+        })
+    ));
+    assert!(matches!(
+        decode(&[0x01, 0x10, 0, 0, 0, 1, 0, 3, b'a']),
+        Err(DecodeError::Truncated {
+            need: 11,
+            have: 9,
+            ..
+        })
+    ));
+    assert!(matches!(
+        decode(&[0x01, 0x10, 0, 0, 0, 1, 0, 1, b'a', b'b']),
+        Err(DecodeError::TrailingBytes { extra: 1, .. })
+    ));
+    assert!(matches!(
+        decode(&[0x01, 0x10, 0, 0, 0, 1, 0, 2, b'a', 0xff]),
+        Err(DecodeError::InvalidField {
+            field: "command",
+            value: 0xff,
+            ..
+        })
+    ));
+    // Reply: unknown flag, reserved byte, too long.
+    assert!(matches!(
+        decode(&[0x01, 0x11, 0, 0, 0, 1, 0, 0, 0x02, 0, 0, 0]),
+        Err(DecodeError::InvalidField { field: "flags", .. })
+    ));
+    assert!(matches!(
+        decode(&[0x01, 0x11, 0, 0, 0, 1, 0, 0, 0x01, 0x01, 0, 0]),
+        Err(DecodeError::InvalidField {
+            field: "reserved",
+            ..
+        })
+    ));
+    let mut big = vec![0x01, 0x11, 0, 0, 0, 1, 0, 0, 0, 0];
+    big.extend_from_slice(&u16::try_from(MAX_EXEC_CHUNK + 1).unwrap().to_be_bytes());
+    assert!(matches!(
+        decode(&big),
+        Err(DecodeError::TooLong { field: "data", .. })
+    ));
+    // Encoding refuses what decoding would.
+    let m = Message::ExecReply(ExecReply {
+        id: 1,
+        seq: 0,
+        last: true,
+        data: vec![0; MAX_EXEC_CHUNK + 1],
+    });
+    assert!(matches!(encoded_len(&m), Err(EncodeError::TooLong { .. })));
+    let m = Message::ExecRequest(ExecRequest {
+        id: 1,
+        command: "x".repeat(MAX_EXEC_COMMAND + 1),
+    });
+    assert!(matches!(encoded_len(&m), Err(EncodeError::TooLong { .. })));
 }
 
 #[test]
@@ -472,6 +572,34 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(kind, nonce)| Message::LanTest(LanTest { kind, nonce })),
         any::<u16>().prop_map(|i| Message::InterfaceHello(InterfaceHello { iface: IfIndex(i) })),
         prop_oneof![Just(Control::TakeOver), Just(Control::Reset)].prop_map(Message::Control),
+        (any::<u32>(), "[ -~]{0,64}")
+            .prop_map(|(id, command)| Message::ExecRequest(ExecRequest { id, command })),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(id, seq, last, data)| Message::ExecReply(ExecReply {
+                id,
+                seq,
+                last,
+                data
+            })),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(
+                |(generation, seq, last, data)| Message::ConfigChunk(ConfigChunk {
+                    generation,
+                    seq,
+                    last,
+                    data
+                })
+            ),
     ]
 }
 

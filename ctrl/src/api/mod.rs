@@ -42,14 +42,89 @@ pub enum Command {
     FailoverReset,
     NoFailover,
     Failover,
+    WriteStandby,
+    /// `failover exec mate|active|standby <command>`: run a command on a unit of the pair.
+    Exec(Exec),
 }
+
+/// Which unit `failover exec` runs its command on (seeds 003, "Remote command execution").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExecTarget {
+    /// The other unit of the pair.
+    Mate,
+    /// Whichever unit is active (this one or the mate).
+    Active,
+    /// Whichever unit is standby (this one or the mate).
+    Standby,
+}
+
+impl ExecTarget {
+    const ALL: [ExecTarget; 3] = [ExecTarget::Mate, ExecTarget::Active, ExecTarget::Standby];
+
+    /// The target's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            ExecTarget::Mate => "mate",
+            ExecTarget::Active => "active",
+            ExecTarget::Standby => "standby",
+        }
+    }
+}
+
+/// A `failover exec` command: a target and one command of [`COMMANDS`] (never another exec, so
+/// the command stays `Copy` and a unit cannot bounce a command back and forth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Exec {
+    pub target: ExecTarget,
+    /// Index of the command in [`COMMANDS`].
+    index: u8,
+}
+
+impl Exec {
+    /// `failover exec <target> <cmd>`; `None` when `cmd` is itself an exec.
+    pub fn new(target: ExecTarget, cmd: Command) -> Option<Exec> {
+        let index = COMMANDS.iter().position(|(_, c, _)| *c == cmd)?;
+        Some(Exec {
+            target,
+            index: u8::try_from(index).ok()?,
+        })
+    }
+
+    /// The command to run on the target.
+    pub fn command(self) -> Command {
+        COMMANDS
+            .get(usize::from(self.index))
+            .map(|(_, c, _)| *c)
+            .unwrap_or(Command::ShowVersion)
+    }
+}
+
+/// The words of every `failover exec` command, built once so that [`Command::words`] can hand out
+/// `&'static str` for them too: target-major, in [`COMMANDS`] order.
+static EXEC_WORDS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    ExecTarget::ALL
+        .iter()
+        .flat_map(|t| {
+            COMMANDS
+                .iter()
+                .map(move |(w, _, _)| format!("failover exec {} {w}", t.word()))
+        })
+        .collect()
+});
+
+/// Help line for `failover exec`, which is not a row of [`COMMANDS`] (it takes a command).
+pub const EXEC_HELP: (&str, &str) = (
+    "failover exec mate|active|standby COMMAND",
+    "run COMMAND on the mate (or on whichever unit is active / standby) and print its answer",
+);
 
 impl Command {
     /// Whether the failover (HA) thread answers this command.
     pub fn is_failover(self) -> bool {
         matches!(
             self,
-            Command::ShowFailover
+            Command::Exec(_)
+                | Command::ShowFailover
                 | Command::ShowFailoverState
                 | Command::ShowFailoverHistory
                 | Command::ShowMonitorInterface
@@ -58,6 +133,7 @@ impl Command {
                 | Command::FailoverReset
                 | Command::NoFailover
                 | Command::Failover
+                | Command::WriteStandby
         )
     }
 }
@@ -134,6 +210,11 @@ pub const COMMANDS: &[(&str, Command, &str)] = &[
         Command::Failover,
         "enable failover on this unit",
     ),
+    (
+        "write standby",
+        Command::WriteStandby,
+        "send this (active) unit's configuration to the standby again",
+    ),
 ];
 
 /// A command line that is not a command.
@@ -161,17 +242,65 @@ fn command_list() -> String {
 impl Command {
     /// Parse command words; each may be a unique prefix (`sh int`).
     pub fn parse(line: &str) -> Result<Command, CommandError> {
+        if let Some(exec) = parse_exec(line) {
+            return exec;
+        }
         parse_in(COMMANDS, line)
     }
 
     /// The command's full words (`show interface`).
     pub fn words(self) -> &'static str {
+        if let Command::Exec(e) = self {
+            let t = ExecTarget::ALL
+                .iter()
+                .position(|t| *t == e.target)
+                .unwrap_or(0);
+            return EXEC_WORDS
+                .get(t * COMMANDS.len() + usize::from(e.index))
+                .map(String::as_str)
+                .unwrap_or("?");
+        }
         COMMANDS
             .iter()
             .find(|(_, c, _)| *c == self)
             .map(|(w, _, _)| *w)
             .unwrap_or("?")
     }
+}
+
+/// `failover exec <target> <command…>` (each word a unique prefix, like the table's), or `None`
+/// when the line is not an exec.
+fn parse_exec(line: &str) -> Option<Result<Command, CommandError>> {
+    let input: Vec<String> = line.split_whitespace().map(str::to_lowercase).collect();
+    let [w0, w1, w2, rest @ ..] = &input[..] else {
+        return None;
+    };
+    if !"failover".starts_with(w0.as_str()) || !"exec".starts_with(w1.as_str()) {
+        return None;
+    }
+    let targets: Vec<ExecTarget> = ExecTarget::ALL
+        .into_iter()
+        .filter(|t| t.word().starts_with(w2.as_str()))
+        .collect();
+    let [target] = targets[..] else {
+        return Some(Err(CommandError::Unknown {
+            input: format!(
+                "{} (failover exec needs a target: mate, active or standby)",
+                input.join(" ")
+            ),
+        }));
+    };
+    let inner = match parse_in(COMMANDS, &rest.join(" ")) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        Exec::new(target, inner)
+            .map(Command::Exec)
+            .ok_or(CommandError::Unknown {
+                input: input.join(" "),
+            }),
+    )
 }
 
 /// [`Command::parse`] over a given table: an exact match wins, otherwise
@@ -398,7 +527,7 @@ mod tests {
 
     #[test]
     fn commands_parse_with_unique_prefixes() {
-        const ALL: &str = "show interface, show route, show arp, show counters, show version, show failover, show failover state, show failover history, show monitor-interface, failover active, no failover active, failover reset, no failover, failover";
+        const ALL: &str = "show interface, show route, show arp, show counters, show version, show failover, show failover state, show failover history, show monitor-interface, failover active, no failover active, failover reset, no failover, failover, write standby";
         let cases: &[(&str, Result<Command, String>)] = &[
             ("show interface", Ok(Command::ShowInterface)),
             ("  SHOW   Route ", Ok(Command::ShowRoute)),
@@ -436,6 +565,59 @@ mod tests {
             assert_eq!(c.words(), *words);
             assert_eq!(Command::parse(words), Ok(*c));
         }
+    }
+
+    #[test]
+    fn failover_exec_parses_target_and_command_and_round_trips() {
+        let e = |t, c| Command::Exec(Exec::new(t, c).unwrap());
+        let cases = [
+            (
+                "failover exec mate show failover",
+                e(ExecTarget::Mate, Command::ShowFailover),
+            ),
+            (
+                "fail ex m sh fail hist",
+                e(ExecTarget::Mate, Command::ShowFailoverHistory),
+            ),
+            (
+                "failover exec active show route",
+                e(ExecTarget::Active, Command::ShowRoute),
+            ),
+            (
+                "fail exec st fail reset",
+                e(ExecTarget::Standby, Command::FailoverReset),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Command::parse(line), Ok(want), "{line}");
+            assert_eq!(Command::parse(want.words()), Ok(want));
+            assert!(want.is_failover());
+        }
+        assert_eq!(
+            Command::parse("failover exec mate show failover")
+                .unwrap()
+                .to_string(),
+            "failover exec mate show failover"
+        );
+        for (_, c, _) in COMMANDS {
+            for t in ExecTarget::ALL {
+                let x = e(t, *c);
+                assert_eq!(Command::parse(x.words()), Ok(x));
+                let Command::Exec(ex) = x else { unreachable!() };
+                assert_eq!(ex.command(), *c);
+            }
+        }
+        // Missing target or command, bad command, nested exec.
+        assert!(Command::parse("failover exec mate").is_err());
+        assert!(Command::parse("failover exec bogus show failover")
+            .unwrap_err()
+            .to_string()
+            .contains("needs a target"));
+        assert!(Command::parse("failover exec mate show bogus").is_err());
+        assert!(Command::parse("failover exec mate failover exec mate show failover").is_err());
+        // Two words stay table commands.
+        assert_eq!(Command::parse("failover"), Ok(Command::Failover));
+        assert_eq!(Command::parse("fail act"), Ok(Command::FailoverActive));
     }
 
     #[test]
@@ -546,6 +728,10 @@ pub struct FailoverStatus {
     pub other_host: Option<FailoverHost>,
     pub last_failover: Option<FailoverTransition>,
     pub term: u64,
+    /// Configuration replication as this unit saw it last (`sent …`,
+    /// `done: …`, `in progress …`, `failed: …`); `None` before any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sync: Option<String>,
 }
 
 /// The answer of an operator failover command.
