@@ -1,11 +1,22 @@
-//! The IPv4 route table: longest-prefix match over a binary trie stored in a
-//! flat, preallocated `Vec` (one node per prefix bit, indices instead of
-//! pointers), with the connected routes of the interfaces added at start.
+//! The IPv4 route table: longest-prefix match over a two-level structure
+//! built for the lookup, with the connected routes of the interfaces added
+//! at start.
 //!
-//! Why a binary trie: lookups are at most 32 dependent loads with no hashing,
-//! the worst-case size is known up front (32 nodes per route plus the root),
-//! and insert/remove never allocate. A multibit or DIR-24-8 table is the
-//! upgrade path if route counts grow past a few thousand.
+//! Layout (all preallocated in `with_capacity`; insert, remove and lookup
+//! never allocate):
+//! * `blocks`: one entry per /16 of the address space (65 536 × 8 bytes). It
+//!   holds the longest route of length ≤ 16 covering that /16 (DIR-16
+//!   style, written when such a route is added) and a bitmap of the route
+//!   lengths 17..=32 present inside that /16;
+//! * `slots`: an open-addressing hash of every route keyed by
+//!   `(prefix, len)`, at most half full.
+//!
+//! A lookup reads the /16 block once, probes the hash only for the longer
+//! lengths that exist inside that block, longest first, and falls back to
+//! the block's short route. With the lab's handful of routes that is one
+//! load and at most one or two probes, against up to 32 dependent loads for
+//! the binary trie this replaced. Removal is a control-plane command and
+//! rebuilds both structures from the route list.
 
 use std::net::Ipv4Addr;
 
@@ -47,17 +58,38 @@ pub struct Route {
     pub kind: RouteKind,
 }
 
+/// One /16 of the address space.
 #[derive(Clone, Copy)]
-struct Node {
-    child: [u32; 2],
-    /// Index into `routes`, or `NONE`.
+#[repr(C)]
+struct Block {
+    /// Index into `routes` of the longest route of length <= 16 covering
+    /// this /16, or `NONE`.
+    short: u32,
+    /// Bit `len - 17` set: some route of length `len` (17..=32) lies inside.
+    long: u32,
+}
+
+const EMPTY_BLOCK: Block = Block {
+    short: NONE,
+    long: 0,
+};
+
+/// One hash slot: a route's key and its index in `routes` (`NONE`: empty).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot {
+    prefix: u32,
+    len: u32,
     route: u32,
 }
 
-const EMPTY_NODE: Node = Node {
-    child: [NONE, NONE],
+const EMPTY_SLOT: Slot = Slot {
+    prefix: 0,
+    len: 0,
     route: NONE,
 };
+
+const BLOCKS: usize = 1 << 16;
 
 /// Why a route could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -73,18 +105,23 @@ pub enum RouteError {
 /// Longest-prefix-match table with a fixed capacity.
 pub struct RouteTable {
     routes: Vec<Route>,
-    nodes: Vec<Node>,
+    blocks: Vec<Block>,
+    slots: Vec<Slot>,
+    /// `64 - log2(slots.len())`: Fibonacci hashing keeps the top bits.
+    shift: u32,
     capacity: usize,
 }
 
 impl RouteTable {
     /// An empty table for up to `capacity` routes; all memory is reserved here.
     pub fn with_capacity(capacity: usize) -> RouteTable {
-        let mut nodes = Vec::with_capacity(capacity * 32 + 1);
-        nodes.push(EMPTY_NODE);
+        // At most half full, so linear probes stay short and always end.
+        let n = (capacity * 2).max(16).next_power_of_two();
         RouteTable {
             routes: Vec::with_capacity(capacity),
-            nodes,
+            blocks: vec![EMPTY_BLOCK; BLOCKS],
+            slots: vec![EMPTY_SLOT; n],
+            shift: 64 - n.trailing_zeros(),
             capacity,
         }
     }
@@ -119,8 +156,56 @@ impl RouteTable {
         Ok(t)
     }
 
-    fn bit(addr: u32, depth: u32) -> usize {
-        ((addr >> (31 - depth)) & 1) as usize
+    #[inline]
+    fn home(&self, prefix: u32, len: u32) -> usize {
+        let k = (u64::from(prefix) << 6) | u64::from(len);
+        (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+
+    /// The route index stored for exactly `prefix/len`, or `NONE`.
+    #[inline]
+    fn find(&self, prefix: u32, len: u32) -> u32 {
+        let m = self.slots.len() - 1;
+        let mut i = self.home(prefix, len);
+        // The table is at most half full, so an empty slot ends every probe.
+        loop {
+            let s = &self.slots[i];
+            if s.route == NONE || (s.prefix == prefix && s.len == len) {
+                return s.route;
+            }
+            i = (i + 1) & m;
+        }
+    }
+
+    /// Links route `idx` (already in `routes`) into the hash and the blocks.
+    fn link(&mut self, idx: u32) {
+        let r = self.routes[idx as usize];
+        let len = u32::from(r.prefix_len);
+        let m = self.slots.len() - 1;
+        let mut i = self.home(r.prefix, len);
+        while self.slots[i].route != NONE {
+            i = (i + 1) & m;
+        }
+        self.slots[i] = Slot {
+            prefix: r.prefix,
+            len,
+            route: idx,
+        };
+        let hi = (r.prefix >> 16) as usize;
+        if len > 16 {
+            self.blocks[hi].long |= 1 << (len - 17);
+        } else {
+            // Every /16 under the prefix gets it unless a longer short route
+            // (<= 16, so it covers whole blocks too) already owns the block.
+            let count = 1usize << (16 - len);
+            for b in &mut self.blocks[hi..hi + count] {
+                let longer =
+                    b.short != NONE && self.routes[b.short as usize].prefix_len > r.prefix_len;
+                if !longer {
+                    b.short = idx;
+                }
+            }
+        }
     }
 
     /// Adds a route; host bits of the prefix are ignored.
@@ -129,55 +214,20 @@ impl RouteTable {
             return Err(RouteError::PrefixLen);
         }
         r.prefix &= mask(r.prefix_len);
-        if self
-            .find_node(r.prefix, r.prefix_len)
-            .is_some_and(|n| self.nodes[n].route != NONE)
-        {
+        if self.find(r.prefix, u32::from(r.prefix_len)) != NONE {
             return Err(RouteError::Exists);
         }
         if self.routes.len() == self.capacity {
             return Err(RouteError::Full(self.capacity));
         }
-        let n = self.link(r.prefix, r.prefix_len);
-        self.nodes[n].route = self.routes.len() as u32;
+        let idx = self.routes.len() as u32;
         self.routes.push(r);
+        self.link(idx);
         Ok(())
     }
 
-    /// The node for `prefix/prefix_len`, creating the missing path. The
-    /// capacity of `nodes` is 32 per route plus the root, so the pushes never
-    /// reallocate.
-    fn link(&mut self, prefix: u32, prefix_len: u8) -> usize {
-        let mut n = 0usize;
-        for depth in 0..u32::from(prefix_len) {
-            let b = Self::bit(prefix, depth);
-            let c = self.nodes[n].child[b];
-            n = if c == NONE {
-                let idx = self.nodes.len() as u32;
-                self.nodes.push(EMPTY_NODE);
-                self.nodes[n].child[b] = idx;
-                idx as usize
-            } else {
-                c as usize
-            };
-        }
-        n
-    }
-
-    fn find_node(&self, prefix: u32, prefix_len: u8) -> Option<usize> {
-        let mut n = 0usize;
-        for depth in 0..u32::from(prefix_len) {
-            let c = self.nodes[n].child[Self::bit(prefix, depth)];
-            if c == NONE {
-                return None;
-            }
-            n = c as usize;
-        }
-        Some(n)
-    }
-
     /// Removes the route for exactly `prefix/prefix_len`; true if there was one.
-    /// Rebuilds the trie (a control-plane operation; no allocation).
+    /// Rebuilds the lookup structures (a control-plane operation; no allocation).
     pub fn remove(&mut self, prefix: u32, prefix_len: u8) -> bool {
         if prefix_len > 32 {
             return false;
@@ -191,14 +241,12 @@ impl RouteTable {
             return false;
         };
         self.routes.swap_remove(pos);
-        // Rebuild the links from scratch: remove is rare (a command), and a
-        // rebuilt trie has no dead nodes, so the 32-per-route bound holds.
-        self.nodes.clear();
-        self.nodes.push(EMPTY_NODE);
+        // Open addressing cannot simply blank a slot (it would cut probe
+        // chains), and indices moved: rebuild. Remove is rare (a command).
+        self.slots.fill(EMPTY_SLOT);
+        self.blocks.fill(EMPTY_BLOCK);
         for i in 0..self.routes.len() {
-            let r = self.routes[i];
-            let n = self.link(r.prefix, r.prefix_len);
-            self.nodes[n].route = i as u32;
+            self.link(i as u32);
         }
         true
     }
@@ -206,20 +254,19 @@ impl RouteTable {
     /// Longest-prefix match for `dst`.
     #[inline]
     pub fn lookup(&self, dst: u32) -> Option<&Route> {
-        let mut n = 0usize;
-        let mut best = self.nodes[0].route;
-        for depth in 0..32 {
-            let c = self.nodes[n].child[Self::bit(dst, depth)];
-            if c == NONE {
-                break;
-            }
-            n = c as usize;
-            let r = self.nodes[n].route;
+        let b = self.blocks[(dst >> 16) as usize];
+        let mut long = b.long;
+        while long != 0 {
+            // Longest length present in this /16 first.
+            let bit = 31 - long.leading_zeros();
+            long &= !(1 << bit);
+            let len = bit + 17;
+            let r = self.find(dst & (u32::MAX << (32 - len)), len);
             if r != NONE {
-                best = r;
+                return self.routes.get(r as usize);
             }
         }
-        self.routes.get(best as usize)
+        self.routes.get(b.short as usize)
     }
 
     /// Every route, in insertion order (connected first).

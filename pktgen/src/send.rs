@@ -109,6 +109,9 @@ pub fn send(
     let mut bucket = cfg
         .rate_pps
         .map(|r| TokenBucket::new(r, batch, quantum, start));
+    // Paced senders sleep between rounds (see `pace_wait`) instead of
+    // spinning, leaving their core to the threads that share it.
+    let _slack = bucket.as_ref().map(|_| TimerSlack::fine());
 
     let mut frames = [Frame::default(); MAX_BATCH];
     // Frames received on the sending port (ICMP errors, ARP, neighbour
@@ -208,15 +211,85 @@ pub fn send(
     Ok(r)
 }
 
-/// Wait about `ns` for the bucket to refill: sleep in small steps when the
-/// wait is long enough for the timer (Linux adds ~50 µs of slack), yield
-/// otherwise. This is pacing, not synchronisation.
-fn pace_wait(ns: u64) {
-    const SLACK_NS: u64 = 80_000;
-    if ns > 2 * SLACK_NS {
-        std::thread::sleep(Duration::from_nanos((ns - SLACK_NS).min(1_000_000)));
+/// Waits shorter than this are spent yielding: a sleep this short would
+/// mostly be timer overhead and wake-up latency.
+const SLEEP_MIN_NS: u64 = 20_000;
+/// A sleep ends this much before the bucket is ready, to absorb the wake-up
+/// latency; the rest is yielded away. An overshoot costs no rate: the
+/// bucket kept earning, and the next round sends what it holds.
+const WAKE_EARLY_NS: u64 = 10_000;
+/// The longest single sleep, so `stop` and the end of the run are noticed.
+const SLEEP_MAX_NS: u64 = 1_000_000;
+/// Timer slack for a paced sender's thread: the Linux default (50 µs for
+/// SCHED_OTHER) would stretch every sleep past the next round.
+const PACED_TIMER_SLACK_NS: u64 = 1_000;
+
+/// How to spend a wait of `ns` for the bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PaceStep {
+    Sleep(Duration),
+    Yield,
+}
+
+fn pace_step(ns: u64) -> PaceStep {
+    if ns >= SLEEP_MIN_NS {
+        PaceStep::Sleep(Duration::from_nanos((ns - WAKE_EARLY_NS).min(SLEEP_MAX_NS)))
     } else {
-        std::thread::yield_now();
+        PaceStep::Yield
+    }
+}
+
+/// Wait about `ns` for the bucket to refill: sleep for the bulk of it,
+/// yield for the last few microseconds. This is pacing, not synchronisation.
+fn pace_wait(ns: u64) {
+    match pace_step(ns) {
+        PaceStep::Sleep(d) => std::thread::sleep(d),
+        PaceStep::Yield => std::thread::yield_now(),
+    }
+}
+
+/// Sets the calling thread's timer slack for paced sending and puts the old
+/// value back on drop (`send` may run on a caller's long-lived thread).
+struct TimerSlack(Option<u64>);
+
+impl TimerSlack {
+    fn fine() -> TimerSlack {
+        let old = rustix::thread::current_timer_slack().ok();
+        let fine = std::num::NonZeroU64::new(PACED_TIMER_SLACK_NS);
+        if rustix::thread::set_current_timer_slack(fine).is_err() {
+            // Pacing still works, with coarser sleeps (more yielding).
+            return TimerSlack(None);
+        }
+        TimerSlack(old)
+    }
+}
+
+impl Drop for TimerSlack {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(old));
+        }
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn long_waits_sleep_short_ones_yield() {
+        assert_eq!(pace_step(0), PaceStep::Yield);
+        assert_eq!(pace_step(SLEEP_MIN_NS - 1), PaceStep::Yield);
+        // 10 kpps, one frame per round: sleep most of the 100 µs.
+        assert_eq!(
+            pace_step(100_000),
+            PaceStep::Sleep(Duration::from_nanos(90_000))
+        );
+        // Capped, so a stop request is seen within a millisecond.
+        assert_eq!(
+            pace_step(50_000_000),
+            PaceStep::Sleep(Duration::from_nanos(SLEEP_MAX_NS))
+        );
     }
 }
 
