@@ -252,16 +252,7 @@ fn ms(d: Duration) -> String {
 /// Waits until every data, failover and state link of both units reports
 /// carrier (veth operstate lags `ip link set up`).
 pub(crate) fn wait_carrier(lab: &PairLab) -> Result<(), BenchError> {
-    for ns in [&lab.unit_a, &lab.unit_b] {
-        for dev in ["fo0", "st0", "out0", "in0"] {
-            let path = format!("/sys/class/net/{dev}/operstate");
-            wait_for(&format!("{dev} carrier in {}", ns.name()), SETTLE, || {
-                ns.exec("cat", &[&path])
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "up")
-            })?;
-        }
-    }
-    Ok(())
+    Ok(lab.wait_for_carrier(SETTLE)?)
 }
 
 /// Waits until `d` printed `line` (or exited, which is an error).

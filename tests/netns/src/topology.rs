@@ -272,6 +272,28 @@ impl PairLab {
         Ok(lab)
     }
 
+    /// Wait (bounded by `timeout` per link) until every data, failover and
+    /// state link of both units reports carrier. The kernel publishes a
+    /// veth's operstate up to a second after `ip link set up`, and a unit
+    /// started before its failover link has carrier follows the seeds'
+    /// "failover link failed at startup" row (both units active) instead.
+    pub fn wait_for_carrier(&self, timeout: std::time::Duration) -> Result<(), LabError> {
+        for ns in [&self.unit_a, &self.unit_b] {
+            for dev in ["fo0", "st0", "out0", "in0"] {
+                let path = format!("/sys/class/net/{dev}/operstate");
+                crate::daemon::wait_for(
+                    &format!("{dev} carrier in {}", ns.name()),
+                    timeout,
+                    || {
+                        ns.exec("cat", &[&path])
+                            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "up")
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Address the failover and state links (A .1, B .2) for units whose
     /// hellos and replication go through kernel sockets.
     pub fn kernel_links(&self) -> Result<(), LabError> {

@@ -402,17 +402,7 @@ fn pair_demo() -> Result<(), LabError> {
     ensure_tool("ethtool", "ethtool")?;
     lab.client.exec("ethtool", &["-K", "c0", "tx", "off"])?;
     lab.server.exec("ethtool", &["-K", "s0", "tx", "off"])?;
-    // A veth reports carrier up to a second after it is set up; a unit
-    // started before that sees "failover link failed at startup".
-    for ns in [&lab.unit_a, &lab.unit_b] {
-        for dev in ["fo0", "st0", "out0", "in0"] {
-            let path = format!("/sys/class/net/{dev}/operstate");
-            wait_for(&format!("{dev} carrier"), Duration::from_secs(10), || {
-                ns.exec("cat", &[&path])
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "up")
-            })?;
-        }
-    }
+    lab.wait_for_carrier(Duration::from_secs(10))?;
 
     step("unit A (primary) starts alone and becomes active");
     let (mut a, sock_a) = start_unit(&lab.unit_a, &tandemd, "fwa", "primary", &profiles)?;
