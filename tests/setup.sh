@@ -13,6 +13,7 @@ have iperf3   || need+=(iperf3)
 have tcpdump  || need+=(tcpdump)
 have sysctl   || need+=(procps)
 have python3  || need+=(python3)
+have conntrack || need+=(conntrack)
 
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then

@@ -4,7 +4,9 @@
 //! the Linux kernel in the same run ([`forward`], binary `forward`), and the
 //! failover benchmark that kills the active unit of a pair mid-stream and
 //! compares tandem's outage with keepalived's ([`failover`], binary
-//! `failover`).
+//! `failover`), and the replication benchmark: records/s applied, bulk sync,
+//! replication lag and memory per connection of the stateful pair
+//! ([`replication`], binary `replication`).
 //!
 //! Benchmarks double as tests (STYLE habit 15): `cargo test --benches` runs
 //! every criterion bench once, the fixtures have unit tests, and
@@ -14,3 +16,4 @@
 pub mod failover;
 pub mod forward;
 pub mod micro;
+pub mod replication;

@@ -175,6 +175,8 @@ pub fn unit_config(batch: usize) -> DataplaneConfig {
             idle: IdleStrategy::BusyPoll,
             tx_flush: Duration::ZERO,
         },
+        state: None,
+        sync: None,
     }
 }
 

@@ -135,6 +135,13 @@ pub struct ConfigFile {
     /// Active/Standby failover (see [`crate::failover`]); absent: standalone.
     #[serde(default)]
     pub failover: Option<FailoverSection>,
+    // Stateful keys (issue 4), validated by crate::stateful_config.
+    #[serde(default, rename = "nat")]
+    pub nat: Vec<crate::stateful_config::NatSection>,
+    #[serde(default, rename = "access_rule")]
+    pub access_rules: Vec<crate::stateful_config::AccessRuleSection>,
+    #[serde(default)]
+    pub timeouts: Option<crate::stateful_config::TimeoutsSection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -150,6 +157,10 @@ pub struct UnitSection {
     pub zero_copy: ZeroCopyChoice,
     #[serde(default)]
     pub control_socket: Option<String>,
+    /// Stateful mode on/off (default: on when a stateful key is configured;
+    /// see [`crate::stateful_config`]).
+    #[serde(default)]
+    pub stateful: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -172,6 +183,12 @@ pub struct InterfaceSection {
     /// Failover only: counts for the interface policy (default true).
     #[serde(default)]
     pub monitored: Option<bool>,
+    /// Stateful: 0..=100 (u32 for a range message), default 0.
+    #[serde(default)]
+    pub security_level: Option<u32>,
+    /// Stateful: ASR group 1..=32.
+    #[serde(default)]
+    pub asr_group: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -216,6 +233,8 @@ pub struct UnitConfig {
     pub arp: ArpSettings,
     /// `[failover]`, validated; `None` runs the unit standalone.
     pub failover: Option<FailoverSettings>,
+    /// Stateful settings; `None`: the stateless router of issue 2.
+    pub stateful: Option<crate::stateful_config::StatefulSettings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -404,12 +423,14 @@ impl ConfigFile {
             .failover
             .as_ref()
             .and_then(|f| f.validate(profile, &devices, &mut p));
+        let stateful = crate::stateful_config::validate(self, profile, &mut p);
         p.into_result(UnitConfig {
             unit,
             interfaces: interfaces.into_iter().flatten().collect(),
             routes,
             arp,
             failover,
+            stateful,
         })
     }
 
@@ -994,7 +1015,7 @@ interface = "inside"
             ("mtu = 1500", "mtu = \"big\"", "config t.toml: interface[1].mtu (line 15): invalid type: string \"big\", expected u32"),
             ("profile = \"lab\"", "profile = \"lab\"\nbackend = \"dpdk\"", "config t.toml: unit.backend (line 5): unknown variant `dpdk`, expected one of `auto`, `afxdp`, `io_uring`"),
             ("profile = \"lab\"", "profile = \"lab\"\nxdp_mode = \"fast\"", "config t.toml: unit.xdp_mode (line 5): unknown variant `fast`, expected one of `auto`, `native`, `generic`"),
-            ("mtu = 1500", "mtu = 1500\nspeed = 10", "config t.toml: interface[1].speed (line 16): unknown field `speed`, expected one of `name`, `device`, `address`, `mtu`, `standby_address`, `virtual_mac_active`, `virtual_mac_standby`, `monitored`"),
+            ("mtu = 1500", "mtu = 1500\nspeed = 10", "config t.toml: interface[1].speed (line 16): unknown field `speed`, expected one of `name`, `device`, `address`, `mtu`, `standby_address`, `virtual_mac_active`, `virtual_mac_standby`, `monitored`, `security_level`, `asr_group`"),
             ("mtu = 1500", "mtu = -1", "config t.toml: interface[1].mtu (line 15): invalid value: integer `-1`, expected u32"),
         ];
         for (from, to, want) in cases {

@@ -14,6 +14,11 @@
 //! 5. open the backend of every worker (`unit.backend`, see [`crate::select`])
 //!    and start the data plane, which also sends the gratuitous ARP burst
 //!    for every owned address (exit 1);
+//!    A stateful unit's data plane runs the stateful stage
+//!    ([`state_config`]); a stateful failover unit's also replicates
+//!    ([`sync_settings`]), and the replication thread
+//!    ([`crate::replication`]) starts on the state device (or the failover
+//!    link's) before the HA thread, which then tells it every role change;
 //! 6. serve commands until a signal; then stop the control server (removing
 //!    the socket), stop and join the workers (dropping their backends), and
 //!    drop the XDP attachments (detaching the program). Exit 0.
@@ -23,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tandem_dataplane::{
     ArpTimers, Counters, Dataplane, DataplaneConfig, IdleStrategy, InterfaceConfig, RouteConfig,
-    RunConfig, TableSizes, WorkerSpec,
+    RunConfig, SyncSettings, TableSizes, WorkerSpec,
 };
 use tandem_io::afxdp::{AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
 use tandem_io::uring::UringBackend;
@@ -89,6 +94,8 @@ pub enum DaemonError {
     Start(#[from] tandem_dataplane::StartError),
     #[error(transparent)]
     Failover(#[from] crate::ha::HaError),
+    #[error("replication: {0}")]
+    Replication(#[from] crate::replication::ReplicationError),
 }
 
 impl DaemonError {
@@ -163,7 +170,159 @@ pub fn dataplane_config(cfg: &UnitConfig, p: &HwProfile, macs: &[[u8; 6]]) -> Da
             idle,
             tx_flush: Duration::from_micros(p.run.tx_flush_us),
         },
+        // The stateful stage (issue 4); replication is added by the caller,
+        // which knows the state device's MTU ([`sync_settings`]).
+        state: state_config(cfg),
+        sync: None,
     }
+}
+
+/// State-link frame buffers each worker keeps for frames it sent that the
+/// mate has not acknowledged yet: the replication thread's retransmission
+/// ring takes 3/4 of the outbound channel (`replication.rs`), so this is
+/// 3/4 of [`SYNC_BUFFERS_PER_WORKER`].
+pub const SYNC_RING_FRAMES: usize = 768;
+/// Buffers beyond the ring: frames being encoded by the worker, queued
+/// towards the replication thread, and inbound frames waiting to be applied.
+pub const SYNC_IN_FLIGHT: usize = 256;
+/// Buffers per worker (ring + in flight): about 1.4 MB per worker at a
+/// 1500-byte state link.
+pub const SYNC_BUFFERS_PER_WORKER: usize = SYNC_RING_FRAMES + SYNC_IN_FLIGHT;
+
+/// The stateful stage's configuration for a stateful unit (`None`: the
+/// stateless router). Interfaces keep their index; PAT to `"interface"`
+/// maps to that interface's configured address, which with `[failover]` is
+/// the *active* address: it moves with failover, so the translations
+/// replicated to the standby stay valid when it takes over. Capacities are
+/// per worker shard (`StatefulSettings::per_worker`).
+pub fn state_config(cfg: &UnitConfig) -> Option<tandem_state::StateConfig> {
+    use crate::stateful_config::{Action, NatRule, PatAddress, Protocol};
+    use tandem_state::{
+        AccessRule as SAccess, Action as SAction, Capacities, IfacePolicy, NatRule as SNat,
+        Prefix as SPrefix, Proto, RuleProto, Timeouts,
+    };
+    let st = cfg.stateful.as_ref()?;
+    let idx = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
+    let prefix = |p: crate::stateful_config::Prefix| SPrefix::new(p.addr, p.len);
+    let cap = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let interfaces = cfg
+        .interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, ifc)| IfacePolicy {
+            name: ifc.name.clone(),
+            security_level: st.security_levels.get(i).copied().unwrap_or(0),
+            asr_group: st.asr_groups.get(i).copied().flatten(),
+        })
+        .collect();
+    let nat = st
+        .nat
+        .iter()
+        .map(|r| match *r {
+            NatRule::Pat {
+                real,
+                real_interface,
+                mapped_interface,
+                mapped,
+            } => SNat::DynamicPat {
+                real_if: idx(real_interface),
+                real: prefix(real),
+                mapped_if: idx(mapped_interface),
+                mapped: match mapped {
+                    PatAddress::Interface => cfg
+                        .interfaces
+                        .get(mapped_interface)
+                        .map_or(std::net::Ipv4Addr::UNSPECIFIED, |i| i.address),
+                    PatAddress::Address(a) => a,
+                },
+            },
+            NatRule::Static {
+                real,
+                mapped,
+                real_interface,
+                mapped_interface,
+                port,
+            } => SNat::Static {
+                real_if: idx(real_interface),
+                real,
+                mapped_if: idx(mapped_interface),
+                mapped,
+                port: port.and_then(|p| {
+                    let proto = match p.protocol {
+                        Protocol::Tcp => Proto::Tcp,
+                        Protocol::Udp => Proto::Udp,
+                        // Validation admits tcp and udp only.
+                        Protocol::Icmp | Protocol::Any => return None,
+                    };
+                    Some((proto, p.real, p.mapped))
+                }),
+            },
+        })
+        .collect();
+    let access = st
+        .access_rules
+        .iter()
+        .map(|r| SAccess {
+            interface: idx(r.interface),
+            src: prefix(r.source),
+            dst: prefix(r.destination),
+            proto: match r.protocol {
+                Protocol::Any => RuleProto::Any,
+                Protocol::Tcp => RuleProto::Tcp,
+                Protocol::Udp => RuleProto::Udp,
+                Protocol::Icmp => RuleProto::Icmp,
+            },
+            dst_ports: r.ports.unwrap_or((0, u16::MAX)),
+            action: match r.action {
+                Action::Permit => SAction::Permit,
+                Action::Deny => SAction::Deny,
+            },
+        })
+        .collect();
+    let t = &st.timeouts;
+    Some(tandem_state::StateConfig {
+        capacities: Capacities {
+            conns: cap(st.per_worker.conn),
+            xlates: cap(st.per_worker.xlate),
+            sas: cap(st.per_worker.sa),
+        },
+        timeouts: Timeouts {
+            tcp_established: t.tcp,
+            tcp_half_closed: t.tcp_half_closed,
+            tcp_embryonic: t.tcp_embryonic,
+            udp: t.udp,
+            icmp: t.icmp,
+            // Not configurable: TIME_WAIT and the PAT xlate's linger keep
+            // the tables' defaults.
+            ..Timeouts::default()
+        },
+        interfaces,
+        nat,
+        access,
+        replicate_http: st.replication.http,
+    })
+}
+
+/// Replication settings for a stateful failover unit (`None` otherwise):
+/// frames sized for a state device of `state_mtu` bytes
+/// ([`crate::replication::frame_size`]), [`SYNC_BUFFERS_PER_WORKER`]
+/// buffers per worker, bulk sync paced at `[failover] replication_rate`.
+pub fn sync_settings(cfg: &UnitConfig, state_mtu: u32) -> Option<SyncSettings> {
+    let st = cfg.stateful.as_ref()?;
+    cfg.failover.as_ref()?;
+    Some(SyncSettings {
+        frame_size: crate::replication::frame_size(state_mtu),
+        buffers_per_worker: SYNC_BUFFERS_PER_WORKER,
+        bulk_rate: st.replication.rate,
+        ..SyncSettings::default()
+    })
+}
+
+/// The device the state link runs on: `failover.state_device`, else the
+/// failover link's device (shared).
+pub fn state_device(cfg: &UnitConfig) -> Option<&str> {
+    let f = cfg.failover.as_ref()?;
+    Some(f.state_device.as_deref().unwrap_or(&f.link_device))
 }
 
 fn xdp_mode(c: XdpModeChoice) -> XdpMode {
@@ -274,11 +433,137 @@ struct Unit<'a> {
     backend_reason: String,
     started: Instant,
     ha: Option<&'a crate::ha::HaHandle>,
+    /// The configuration in force on a standalone unit (a failover unit's
+    /// lives on its HA thread, which applies reloads there).
+    running: std::cell::RefCell<UnitConfig>,
+    /// High-water marks of the connection and xlate tables (`show conn
+    /// count` "most used"), sampled every [`HIGH_WATER_EVERY`] and at
+    /// every query.
+    most_conns: std::cell::Cell<u64>,
+    most_xlates: std::cell::Cell<u64>,
+}
+
+/// How often the management thread samples the table sizes for the
+/// high-water marks of `show conn count`.
+const HIGH_WATER_EVERY: Duration = Duration::from_secs(1);
+
+impl Unit<'_> {
+    /// Live (conns, xlates, SAs), updating the high-water marks.
+    fn state_counts(&self) -> Result<(u64, u64, u64), String> {
+        if self.loaded.config.stateful.is_none() {
+            return Err(api::NOT_STATEFUL.into());
+        }
+        let (c, x, s) = self.dp.state_counts().map_err(|e| e.to_string())?;
+        self.most_conns.set(self.most_conns.get().max(c));
+        self.most_xlates.set(self.most_xlates.get().max(x));
+        Ok((c, x, s))
+    }
 }
 
 impl ControlSource for Unit<'_> {
     fn failover(&self, cmd: Command) -> Option<Response> {
         self.ha.map(|ha| ha.execute(cmd))
+    }
+
+    fn conn_count(&self) -> Result<api::ConnCountView, String> {
+        let (c, x, s) = self.state_counts()?;
+        Ok(api::ConnCountView {
+            in_use: c,
+            most_used: self.most_conns.get(),
+            xlates: x,
+            sas: s,
+        })
+    }
+
+    fn conns(&self) -> Result<api::ConnsView, String> {
+        let (c, _, _) = self.state_counts()?;
+        let list = self
+            .dp
+            .conns(api::SHOW_CONN_LIMIT)
+            .map_err(|e| e.to_string())?;
+        Ok(api::ConnsView {
+            in_use: c,
+            most_used: self.most_conns.get(),
+            conns: list
+                .into_iter()
+                .map(|e| api::ConnLine {
+                    proto: e.proto.to_string(),
+                    in_if: e.in_if,
+                    src: e.src,
+                    sport: e.sport,
+                    out_if: e.out_if,
+                    dst: e.dst,
+                    dport: e.dport,
+                    xlated_src: e.xlated_src,
+                    xlated_sport: e.xlated_sport,
+                    xlated_dst: e.xlated_dst,
+                    xlated_dport: e.xlated_dport,
+                    state: e.state.to_string(),
+                    idle_ms: e.idle_ms,
+                    replicated: e.replicated,
+                })
+                .collect(),
+        })
+    }
+
+    fn xlates(&self) -> Result<api::XlatesView, String> {
+        let (_, x, _) = self.state_counts()?;
+        let list = self
+            .dp
+            .xlates(api::SHOW_CONN_LIMIT)
+            .map_err(|e| e.to_string())?;
+        Ok(api::XlatesView {
+            in_use: x,
+            most_used: self.most_xlates.get(),
+            xlates: list
+                .into_iter()
+                .map(|x| api::XlateLine {
+                    proto: x.proto.to_string(),
+                    kind: x.kind.to_string(),
+                    real: x.real,
+                    real_port: x.real_port,
+                    mapped: x.mapped,
+                    mapped_port: x.mapped_port,
+                    conns: x.conns,
+                    idle_ms: x.idle_ms,
+                })
+                .collect(),
+        })
+    }
+
+    fn config_reload(&self, force: bool) -> Response {
+        if let Some(ha) = self.ha {
+            return ha.execute(if force {
+                Command::ConfigReloadForce
+            } else {
+                Command::ConfigReload
+            });
+        }
+        // Standalone: only the routes can change live.
+        let path = &self.loaded.path;
+        let profile = &self.loaded.profile;
+        let prepared = crate::reload::prepare_file(&self.running.borrow(), profile, path);
+        let applied = prepared.and_then(|(new, plan)| {
+            crate::reload::apply_routes(self.dp, &new, profile, self.macs, &plan)?;
+            self.running.replace(new);
+            Ok(plan)
+        });
+        match applied {
+            Ok(plan) => {
+                tracing::info!(
+                    "configuration reloaded from {}: {}",
+                    path.display(),
+                    plan.summary()
+                );
+                Response::ok(api::CommandDone {
+                    message: format!("configuration reloaded: {}", plan.summary()),
+                })
+            }
+            Err(e) => {
+                tracing::warn!("configuration reload refused, nothing changed: {e}");
+                Response::error(format!("`config reload`: {e}"))
+            }
+        }
     }
 
     fn version(&self) -> VersionView {
@@ -390,7 +675,7 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
     // 1. Signals first: a SIGTERM during start-up queues a shutdown that the
     // management loop handles as soon as it runs.
     let (tx, rx) = bounded::<Msg>(64);
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DaemonError::Signals)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DaemonError::Signals)?;
     let signal_handle = signals.handle();
     {
         let tx = tx.clone();
@@ -520,10 +805,11 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             {
                 return Response::error("tandemd's management thread is busy; retry");
             }
-            rrx.recv_timeout(COMMAND_TIMEOUT).unwrap_or_else(|_| {
+            let wait = crate::ha::command_timeout(cmd).max(COMMAND_TIMEOUT);
+            rrx.recv_timeout(wait).unwrap_or_else(|_| {
                 Response::error(format!(
                     "tandemd did not answer `{cmd}` within {}s",
-                    COMMAND_TIMEOUT.as_secs()
+                    wait.as_secs()
                 ))
             })
         })
@@ -557,7 +843,36 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             backend,
         })
         .collect();
-    let dp_cfg = dataplane_config(cfg, profile, &macs);
+    let mut dp_cfg = dataplane_config(cfg, profile, &macs);
+    if let Some(st) = &cfg.stateful {
+        tracing::info!(
+            reason = %st.reason,
+            conns_per_worker = st.per_worker.conn,
+            xlates_per_worker = st.per_worker.xlate,
+            "stateful mode: connection tracking, NAT, security levels and access rules"
+        );
+    }
+    // Replication (stateful failover units): frames fit the state device's MTU.
+    if let Some(dev) = state_device(cfg).filter(|_| cfg.stateful.is_some()) {
+        let mtu = sys.mtu(dev).unwrap_or_else(|| {
+            tracing::warn!(
+                device = dev,
+                "cannot read the state device's mtu; sizing state-link frames for 1500"
+            );
+            1500
+        });
+        dp_cfg.sync = sync_settings(cfg, mtu);
+        if let Some(sy) = &dp_cfg.sync {
+            tracing::info!(
+                device = dev,
+                mtu,
+                frame_size = sy.frame_size,
+                buffers_per_worker = sy.buffers_per_worker,
+                bulk_rate = sy.bulk_rate,
+                "stateful failover: replicating to the mate over the state link"
+            );
+        }
+    }
     let dp = Arc::new(match &cfg.failover {
         // Standalone: owns the configured addresses and forwards (issue 2).
         None => Dataplane::start(dp_cfg, specs)?,
@@ -596,7 +911,34 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         }
     }
 
-    // 7. Failover: the HA thread (pinned to the management core) owns the
+    // 7. Replication (stateful failover): its own thread and state-link
+    // socket (EtherType 0x88B6), keyed with the failover key; the HA thread
+    // tells it the role. Started before the HA thread so that no role change
+    // is missed.
+    let replication = match (&cfg.failover, dp.take_sync_endpoints()) {
+        (Some(f), Some(ep)) => {
+            let dev = state_device(cfg).unwrap_or(&f.link_device);
+            let security = tandem_link::Security::from_config(f.failover_key(), |_| {
+                // The HA thread logs the clear-text warning once.
+            });
+            let ports: Vec<Box<dyn crate::replication::StreamPort>> = ep
+                .streams
+                .into_iter()
+                .map(|e| Box::new(e) as Box<dyn crate::replication::StreamPort>)
+                .collect();
+            let tables: Arc<dyn crate::replication::StateTables> = dp.clone();
+            Some(crate::replication::ReplicationHandle::start(
+                dev,
+                &security,
+                ports,
+                tables,
+                Some(profile.cores.management),
+            )?)
+        }
+        _ => None,
+    };
+
+    // 8. Failover: the HA thread (pinned to the management core) owns the
     // state machine and the failover/state link sockets.
     let ha = match &cfg.failover {
         None => None,
@@ -609,6 +951,8 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             Arc::clone(&dp),
             Some(Arc::clone(&handler)),
             Some(loaded.path.clone()),
+            Some((cfg.clone(), profile.clone())),
+            replication.as_ref().map(|r| r.link()),
         )?),
     };
 
@@ -621,12 +965,33 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         backend_reason: selected.reason.clone(),
         started: Instant::now(),
         ha: ha.as_ref(),
+        running: std::cell::RefCell::new(cfg.clone()),
+        most_conns: std::cell::Cell::new(0),
+        most_xlates: std::cell::Cell::new(0),
     };
     drop(tx);
-    for msg in rx.iter() {
+    loop {
+        let msg = match rx.recv_timeout(HIGH_WATER_EVERY) {
+            Ok(m) => m,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if cfg.stateful.is_some() {
+                    let _ = unit.state_counts();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         match msg {
             Msg::Command(cmd, reply) => {
                 let _ = reply.send(api::execute(&unit, cmd));
+            }
+            // SIGHUP: `config reload` (never forced: a standby refuses it).
+            Msg::Signal(SIGHUP) => {
+                tracing::info!(signal = "SIGHUP", "reloading the configuration");
+                let r = unit.config_reload(false);
+                if let Some(e) = r.error {
+                    tracing::warn!(signal = "SIGHUP", "{e}");
+                }
             }
             Msg::Signal(sig) => {
                 tracing::info!(
@@ -641,6 +1006,10 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
     server.shutdown();
     if let Some(ha) = ha {
         ha.shutdown();
+    }
+    // Holds the data plane as its tables: stopped before the workers.
+    if let Some(r) = replication {
+        r.shutdown();
     }
     // The HA thread, the only other owner, has been joined.
     let dp = match Arc::try_unwrap(dp) {
@@ -737,6 +1106,82 @@ mod tests {
         let d = dataplane_config(&cfg, &p, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
         assert_eq!(d.run.idle, IdleStrategy::BusyPoll);
         d.validate().unwrap();
+    }
+
+    #[test]
+    fn stateful_settings_map_onto_the_state_config() {
+        use tandem_state::{Action, NatRule, Prefix, Proto, RuleProto};
+        let p = HwProfile::parse(SHIPPED[0].1, "lab").unwrap();
+        let text = include_str!("../examples/stateful-pair.toml");
+        let cfg = ConfigFile::parse(text, "stateful-pair.toml")
+            .unwrap()
+            .validate(&p)
+            .unwrap();
+        let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+        let d = dataplane_config(&cfg, &p, &macs);
+        let s = d.state.as_ref().expect("stateful");
+        s.validate().unwrap();
+        assert_eq!(s.interfaces[0].name, "outside");
+        assert_eq!(s.interfaces[0].security_level, 100);
+        assert_eq!(s.interfaces[0].asr_group, Some(1));
+        assert_eq!(s.interfaces[1].security_level, 0);
+        // Profile capacities (262 144 per unit) split over the lab's one worker.
+        let w = p.cores.workers.len() as u32;
+        assert_eq!(s.capacities.conns, 262_144u32.div_ceil(w));
+        // PAT to "interface": inside's configured (active) address, the VIP
+        // that moves with failover.
+        assert_eq!(
+            s.nat[0],
+            NatRule::DynamicPat {
+                real_if: 0,
+                real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
+                mapped_if: 1,
+                mapped: Ipv4Addr::new(198, 18, 2, 1),
+            }
+        );
+        assert_eq!(
+            s.nat[1],
+            NatRule::Static {
+                real_if: 1,
+                real: Ipv4Addr::new(198, 18, 2, 10),
+                mapped_if: 0,
+                mapped: Ipv4Addr::new(198, 18, 1, 100),
+                port: Some((Proto::Tcp, 8080, 80)),
+            }
+        );
+        assert_eq!(s.access.len(), 3);
+        assert_eq!(s.access[0].proto, RuleProto::Icmp);
+        assert_eq!(s.access[0].dst_ports, (0, u16::MAX));
+        assert_eq!(s.access[1].dst_ports, (1000, 2000));
+        assert_eq!(
+            s.access[1].src,
+            Prefix::new(Ipv4Addr::new(198, 18, 2, 10), 32)
+        );
+        assert_eq!(s.access[2].action, Action::Deny);
+        assert_eq!(s.access[2].proto, RuleProto::Any);
+        assert_eq!(s.timeouts.tcp_established, Duration::from_secs(3600));
+        assert_eq!(s.timeouts.udp, Duration::from_secs(120));
+        assert!(!s.replicate_http);
+        // Replication: only for a stateful failover unit; frames fit the
+        // state device's MTU; bulk sync paced at replication_rate.
+        assert!(d.sync.is_none(), "added by the caller");
+        let sy = sync_settings(&cfg, 1500).unwrap();
+        assert_eq!(sy.frame_size, crate::replication::frame_size(1500));
+        assert!(sy.frame_size + crate::replication::LINK_OVERHEAD <= 1500);
+        assert_eq!(sy.bulk_rate, 100_000);
+        assert_eq!(sy.buffers_per_worker, SYNC_RING_FRAMES + SYNC_IN_FLIGHT);
+        assert_eq!(state_device(&cfg), Some("st0"));
+        let mut d = d;
+        d.sync = Some(sy);
+        d.validate().unwrap();
+
+        // A stateless unit: neither.
+        let plain = ConfigFile::parse(include_str!("../examples/unit.toml"), "unit.toml")
+            .unwrap()
+            .validate(&p)
+            .unwrap();
+        assert!(state_config(&plain).is_none());
+        assert!(sync_settings(&plain, 1500).is_none());
     }
 
     #[test]

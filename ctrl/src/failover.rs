@@ -88,6 +88,11 @@ pub struct FailoverSection {
     pub link_state_polltime: Option<TimerValue>,
     #[serde(default)]
     pub interface_policy: Option<PolicyValue>,
+    /// Stateful replication keys, validated by crate::stateful_config.
+    #[serde(default)]
+    pub replication_http: Option<bool>,
+    #[serde(default)]
+    pub replication_rate: Option<u64>,
 }
 
 /// Per-interface failover settings, validated.

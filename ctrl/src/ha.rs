@@ -47,9 +47,20 @@
 //! must keep sending hellos and also answers the failover commands that
 //! the handler hands back to it — and sends the control API's JSON answer
 //! back in chunks of at most [`tandem_ha::MAX_EXEC_CHUNK`] bytes.
+//!
+//! Stateful units (issue 4): every state change sets the replication
+//! thread's role ([`ReplicationRole::for_state`]: active sends with a new
+//! sender epoch, so a restarted mate gets a bulk sync; standby-like states
+//! receive and ask for a bulk sync at once); `StateLinkStale` /
+//! `StateLinkRestored` mark the replicated state stale / resynchronise it.
+//! `failover active` on the standby waits until it holds the whole state
+//! (`ReplicationLink::ready`), `no failover active` on the active until the
+//! mate acknowledged a complete bulk sync (`ReplicationLink::mate_ready`),
+//! each at most [`REPLICATION_WAIT`], then proceeds with a warning; the wait
+//! is polled from the loop, so hellos go on. Failovers caused by failures
+//! never wait. (`failover exec mate failover active` still answers within
+//! [`EXEC_TIMEOUT`]: run a manual failover that may wait on the unit itself.)
 
-use std::fs::File;
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,18 +74,20 @@ use tandem_ha::{
     Outbound, OwnedAddress, State, Timestamp, Unit, MAX_EXEC_CHUNK,
 };
 use tandem_io::l2sock::{wait_readable, L2Socket, BROADCAST};
-use tandem_link::wire::{DATA_HEADER_LEN, NONCE_LEN};
-use tandem_link::{
-    EventKind, IfName, LinkConfig, LinkKind, Protection, Received, SecureLink, Security,
-};
+use tandem_link::wire::DATA_HEADER_LEN;
+use tandem_link::{LinkKind, Protection, Received, Security};
 
 use crate::api::server::Handler;
 use crate::api::{
     Command, CommandDone, Exec, ExecTarget, FailoverHost, FailoverInterface, FailoverStatus,
     FailoverTransition, Response,
 };
-use crate::config::Interface;
+use crate::config::{Interface, UnitConfig};
 use crate::failover::FailoverSettings;
+use crate::link_io::{LinkIo, LinkIoError};
+use crate::profile::HwProfile;
+use crate::reload::{self, Plan, ReloadError};
+use crate::replication::{ReplicationLink, ReplicationRole};
 use crate::sysfs::SysNet;
 use tandem_dataplane::{Dataplane, InterfaceOwnership, Ownership, PuntedFrame, Role as DpRole};
 
@@ -84,6 +97,23 @@ pub const MAX_WAIT: Duration = Duration::from_millis(2);
 
 /// How long [`HaHandle::execute`] waits for the HA thread.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a manual failover (`failover active` on the standby, `no
+/// failover active` on the active) waits for the unit that is to become
+/// active to hold the whole replicated state (issue 4: "manual failover
+/// back to a unit waits until its bulk sync has completed, with a
+/// timeout"). After it the failover proceeds anyway, with a warning that
+/// says what was missing. A failover caused by a failure never waits.
+pub const REPLICATION_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a caller should wait for the answer to `cmd`: manual failovers
+/// may wait [`REPLICATION_WAIT`] for replication first.
+pub fn command_timeout(cmd: Command) -> Duration {
+    match cmd {
+        Command::FailoverActive | Command::NoFailoverActive => REPLICATION_WAIT + COMMAND_TIMEOUT,
+        _ => COMMAND_TIMEOUT,
+    }
+}
 
 /// How long `failover exec mate` waits for the mate's answer. Below the
 /// daemon's own 5 s command timeout, so that the operator sees this
@@ -98,13 +128,38 @@ pub const MAX_CONFIG: usize = 256 * 1024;
 /// and hardware choices ([unit]).
 const LOCAL_SECTIONS: [&str; 2] = ["unit", "failover"];
 
+/// Keys of `[failover]` that are replicated: seeds 004, "Command
+/// Replication" replicates "all configuration commands except for mode,
+/// firewall, and failover lan unit", so the timers and the interface policy
+/// follow the active unit; the bootstrap settings (role, links, key) stay.
+const REPLICATED_FAILOVER_KEYS: [&str; 6] = [
+    "unit_polltime",
+    "unit_holdtime",
+    "interface_polltime",
+    "interface_holdtime",
+    "link_state_polltime",
+    "interface_policy",
+];
+
 /// The configuration text the active unit replicates: everything but
-/// [`LOCAL_SECTIONS`] and the interfaces' Linux device names (per-unit
-/// hardware, which may differ between the two units).
+/// [`LOCAL_SECTIONS`] (of `[failover]`, only [`REPLICATED_FAILOVER_KEYS`]
+/// go) and the interfaces' Linux device names (per-unit hardware, which may
+/// differ between the two units).
 fn replicable_config(text: &str) -> Result<String, String> {
     let mut t: toml::Table = text.parse().map_err(|e| format!("not TOML: {e}"))?;
+    let timers: toml::Table = match t.get("failover") {
+        Some(toml::Value::Table(f)) => f
+            .iter()
+            .filter(|(k, _)| REPLICATED_FAILOVER_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        _ => toml::Table::new(),
+    };
     for s in LOCAL_SECTIONS {
         t.remove(s);
+    }
+    if !timers.is_empty() {
+        t.insert("failover".into(), toml::Value::Table(timers));
     }
     if let Some(toml::Value::Array(ifs)) = t.get_mut("interface") {
         for i in ifs.iter_mut() {
@@ -145,11 +200,24 @@ fn merge_config(own: &str, received: &str) -> Result<String, String> {
             }
         }
     }
+    let received_failover = match t.remove("failover") {
+        Some(toml::Value::Table(f)) => f,
+        _ => toml::Table::new(),
+    };
     for s in LOCAL_SECTIONS {
         match own.get(s) {
             Some(v) => t.insert(s.into(), v.clone()),
             None => t.remove(s),
         };
+    }
+    // The mate's timers and policy replace this unit's (absent: the defaults).
+    if let Some(toml::Value::Table(f)) = t.get_mut("failover") {
+        for k in REPLICATED_FAILOVER_KEYS {
+            match received_failover.get(k) {
+                Some(v) => f.insert(k.into(), v.clone()),
+                None => f.remove(k),
+            };
+        }
     }
     toml::to_string(&t).map_err(|e| format!("cannot write TOML: {e}"))
 }
@@ -209,20 +277,6 @@ pub enum HaError {
     Config(String),
     #[error("failover: starting the HA thread: {0}")]
     Thread(std::io::Error),
-}
-
-/// Nonces from the OS CSPRNG (`/dev/urandom`, opened once).
-struct OsNonces(File);
-
-impl tandem_link::NonceSource for OsNonces {
-    fn fill_nonce(&mut self, nonce: &mut [u8; NONCE_LEN]) {
-        if self.0.read_exact(nonce).is_err() {
-            // Never reuse a nonce silently: a failed read is fatal for the
-            // links' security.
-            tracing::error!("cannot read /dev/urandom for a link nonce; stopping");
-            std::process::abort();
-        }
-    }
 }
 
 /// An answer of the exec helper thread: request id, command, answer.
@@ -308,14 +362,6 @@ fn mate_answer(bytes: &[u8]) -> Response {
     }
 }
 
-struct LinkIo {
-    sock: L2Socket,
-    link: SecureLink<OsNonces>,
-    mate: Option<[u8; 6]>,
-    /// The last receive failed (logged once until a receive works again).
-    rx_failing: bool,
-}
-
 /// A handle on the running HA thread.
 pub struct HaHandle {
     tx: Sender<(Command, Sender<Response>)>,
@@ -333,6 +379,10 @@ impl HaHandle {
     /// standby that joins, and the base a replicated one is merged into.
     /// `exec` runs a command the mate sent with `failover exec` (the
     /// daemon's control-socket handler); `None` refuses them.
+    ///
+    /// `running` is the configuration the unit started with and its
+    /// hardware profile: what `config reload` and a replicated configuration
+    /// are compared with and validated against ([`crate::reload`]).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         settings: &FailoverSettings,
@@ -343,6 +393,8 @@ impl HaHandle {
         dp: Arc<Dataplane>,
         exec: Option<Handler>,
         config_path: Option<std::path::PathBuf>,
+        running: Option<(UnitConfig, HwProfile)>,
+        replication: Option<ReplicationLink>,
     ) -> Result<HaHandle, HaError> {
         let sys = SysNet::default();
         let fo_mac = sys
@@ -356,32 +408,15 @@ impl HaHandle {
         let unit =
             Unit::new(cfg, floors, Timestamp::ZERO).map_err(|e| HaError::Config(e.to_string()))?;
         let security = Security::from_config(settings.failover_key(), |w| tracing::warn!("{w}"));
+        // The same link plumbing as the replication thread's state link
+        // (crate::link_io), on the failover EtherType.
         let open_link = |kind: LinkKind, dev: &str| -> Result<LinkIo, HaError> {
-            let sock = L2Socket::open(dev, codec::ETHERTYPE)?;
-            let name = IfName::new(dev).map_err(|e| HaError::Device {
-                device: dev.into(),
-                why: e.to_string(),
-            })?;
-            let nonces = OsNonces(File::open("/dev/urandom").map_err(|e| HaError::Device {
-                device: dev.into(),
-                why: format!("/dev/urandom: {e}"),
-            })?);
-            let link = SecureLink::new(
-                LinkConfig::new(kind, name),
-                &security,
-                nonces,
-                Duration::ZERO,
+            LinkIo::open(kind, dev, codec::ETHERTYPE, &security, Duration::ZERO).map_err(
+                |e| match e {
+                    LinkIoError::Socket(e) => HaError::Socket(e),
+                    LinkIoError::Device { device, why } => HaError::Device { device, why },
+                },
             )
-            .map_err(|e| HaError::Device {
-                device: dev.into(),
-                why: e.to_string(),
-            })?;
-            Ok(LinkIo {
-                sock,
-                link,
-                mate: None,
-                rx_failing: false,
-            })
         };
         let fo = open_link(LinkKind::Failover, &settings.link_device)?;
         let st = match &settings.state_device {
@@ -433,6 +468,11 @@ impl HaHandle {
             config_gen: std::process::id().wrapping_shl(16),
             config_rx: None,
             config_sync: None,
+            running,
+            floors: *floors,
+            fo_mac,
+            replication,
+            manual: None,
         };
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -460,7 +500,7 @@ impl HaHandle {
         if self.tx.send_timeout((cmd, rtx), COMMAND_TIMEOUT).is_err() {
             return Response::error("tandemd's HA thread is busy; retry");
         }
-        rrx.recv_timeout(COMMAND_TIMEOUT)
+        rrx.recv_timeout(command_timeout(cmd))
             .unwrap_or_else(|_| Response::error(format!("the HA thread did not answer `{cmd}`")))
     }
 
@@ -527,6 +567,26 @@ struct Ha {
     config_rx: Option<(u32, u16, Vec<u8>)>,
     /// For `show failover`: "Config sync: …".
     config_sync: Option<String>,
+    /// The configuration in force and the profile it was validated
+    /// against; `None`: live reload unavailable (tests).
+    running: Option<(UnitConfig, HwProfile)>,
+    floors: tandem_ha::TimerFloors,
+    /// The failover link device's MAC (for the state machine's config).
+    fo_mac: [u8; 6],
+    /// The replication thread (stateful units): told every role change and
+    /// every stale/restored state link; asked whether the state is complete
+    /// before a manual failover.
+    replication: Option<ReplicationLink>,
+    /// A manual failover waiting for replication ([`REPLICATION_WAIT`]).
+    manual: Option<PendingManual>,
+}
+
+/// `failover active` / `no failover active` waiting until the unit that is
+/// to become active holds the whole replicated state.
+struct PendingManual {
+    cmd: Command,
+    reply: Sender<Response>,
+    started: Duration,
 }
 
 fn ts(d: Duration) -> Timestamp {
@@ -543,6 +603,12 @@ fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 
 impl Ha {
     fn run(&mut self, rx: &Receiver<(Command, Sender<Response>)>, stop: &AtomicBool) {
+        // The unit's and the links' time zero is now, not when `start` built
+        // them: the thread starts tens of milliseconds later, and counting the
+        // startup negotiation wait (one unit holdtime) from before the loop
+        // could run out before a hello can arrive — a restarting unit would
+        // then take the active role beside its active mate.
+        self.epoch = Instant::now();
         tracing::info!(
             role = %self.unit.role(),
             failover_link = %self.settings.link_device,
@@ -560,10 +626,17 @@ impl Ha {
                     self.start_exec(now_d, e, reply);
                     continue;
                 }
+                if matches!(cmd, Command::FailoverActive | Command::NoFailoverActive)
+                    && self.must_wait_for_replication(cmd)
+                {
+                    self.wait_for_replication(now_d, cmd, reply);
+                    continue;
+                }
                 let r = self.command(now_d, cmd);
                 let _ = reply.send(r);
             }
             self.poll_exec(now_d);
+            self.poll_manual(now_d);
             self.receive(now_d, true);
             if self.st.is_some() {
                 self.receive(now_d, false);
@@ -575,9 +648,7 @@ impl Ha {
                 self.unit.handle_timeout(now);
             }
             for l in [Some(&mut self.fo), self.st.as_mut()].into_iter().flatten() {
-                if l.link.poll_timeout().is_some_and(|t| t <= now_d) {
-                    l.link.handle_timeout(now_d);
-                }
+                l.handle_timeout(now_d);
             }
             // 3. Outputs.
             self.drain(now_d);
@@ -623,37 +694,18 @@ impl Ha {
                     None => return,
                 }
             };
-            let (src, n) = match l.sock.recv(&mut self.buf, Duration::ZERO) {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(e) => {
-                    if !l.rx_failing {
-                        l.rx_failing = true;
-                        tracing::warn!("failover: receive on {}: {e}", l.sock.ifname());
-                    }
-                    return;
-                }
+            let Some(r) = l.receive(now_d, &mut self.buf) else {
+                return;
             };
-            if l.rx_failing {
-                l.rx_failing = false;
-                tracing::info!("failover: receiving on {} again", l.sock.ifname());
-            }
-            let msg = match l.link.handle_frame(now_d, &mut self.buf[..n]) {
-                Received::Data(opened) => {
-                    l.mate = Some(src);
-                    match codec::decode(&self.buf[opened.payload]) {
-                        Ok(m) => Some(m),
-                        Err(e) => {
-                            tracing::debug!("failover: undecodable message from the mate: {e}");
-                            None
-                        }
+            let msg = match r {
+                Received::Data(opened) => match codec::decode(&self.buf[opened.payload]) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::debug!("failover: undecodable message from the mate: {e}");
+                        None
                     }
-                }
-                Received::Handshake => {
-                    l.mate = Some(src);
-                    None
-                }
-                Received::Dropped(_) => None,
+                },
+                Received::Handshake | Received::Dropped(_) => None,
             };
             match (msg, failover) {
                 (Some(Message::ExecRequest(r)), true) => self.on_exec_request(now_d, r),
@@ -669,21 +721,7 @@ impl Ha {
     /// Send link hellos and log link events.
     fn drain_link(&mut self, now_d: Duration) {
         for l in [Some(&mut self.fo), self.st.as_mut()].into_iter().flatten() {
-            while let Some(ev) = l.link.poll_event() {
-                match ev.kind {
-                    EventKind::Rejected { count, .. } => {
-                        self.rejected += count;
-                        tracing::warn!("{ev}");
-                    }
-                    EventKind::Established { .. } => tracing::info!("{ev}"),
-                }
-            }
-            while let Some(n) = l.link.poll_transmit(now_d, &mut self.buf) {
-                let dst = l.mate.unwrap_or(BROADCAST);
-                if let Err(e) = l.sock.send(dst, &self.buf[..n]) {
-                    tracing::debug!("failover: send on {}: {e}", l.sock.ifname());
-                }
-            }
+            l.drain(now_d, &mut self.buf, &mut self.rejected);
         }
     }
 
@@ -857,8 +895,7 @@ impl Ha {
         };
         match self.fo.link.seal(now_d, n, &mut self.buf) {
             Ok(len) => {
-                let dst = self.fo.mate.unwrap_or(BROADCAST);
-                if let Err(e) = self.fo.sock.send(dst, &self.buf[..len]) {
+                if let Err(e) = self.fo.send(&self.buf[..len]) {
                     tracing::debug!("failover: send on {}: {e}", self.fo.sock.ifname());
                 }
             }
@@ -878,7 +915,27 @@ impl Ha {
 
     fn event(&mut self, now: Timestamp, ev: Event) {
         match &ev {
-            Event::StateChanged(t) => tracing::info!("failover state: {t}"),
+            Event::StateChanged(t) => {
+                tracing::info!("failover state: {t}");
+                if let Some(r) = &self.replication {
+                    // Active sends (each activation is a new sender epoch,
+                    // so a restarted mate gets a bulk sync); standby
+                    // receives and asks for a bulk sync at once.
+                    r.set_role(ReplicationRole::for_state(t.to));
+                }
+            }
+            Event::StateLinkStale(_) => {
+                tracing::warn!("failover: {ev}");
+                if let Some(r) = &self.replication {
+                    r.set_stale(true);
+                }
+            }
+            Event::StateLinkRestored => {
+                tracing::info!("failover: {ev}; resynchronising the replicated state");
+                if let Some(r) = &self.replication {
+                    r.set_stale(false);
+                }
+            }
             Event::PollLinkState => {
                 for i in 0..self.devices.len() {
                     let s = self.link_state(&self.devices[i]);
@@ -989,9 +1046,18 @@ impl Ha {
                     }
                 }
             }
+            Command::ConfigReload | Command::ConfigReloadForce => {
+                self.reload(now_d, cmd == Command::ConfigReloadForce)
+            }
             other => Response::error(format!("`{other}` is not a failover command")),
         };
-        tracing::info!(command = %cmd, ok = r.ok, "failover command");
+        // Operator queries (also those the mate sends with `failover exec`)
+        // change nothing: debug, so the log keeps to changes and reasons.
+        if cmd.is_query() {
+            tracing::debug!(command = %cmd, ok = r.ok, "failover command");
+        } else {
+            tracing::info!(command = %cmd, ok = r.ok, "failover command");
+        }
         self.drain(now_d);
         r
     }
@@ -1029,7 +1095,11 @@ impl Ha {
         }
         self.exec_id = self.exec_id.wrapping_add(1);
         let id = self.exec_id;
-        tracing::info!(command = %inner, id, "failover exec: sending to the mate");
+        if inner.is_query() {
+            tracing::debug!(command = %inner, id, "failover exec: sending to the mate");
+        } else {
+            tracing::info!(command = %inner, id, "failover exec: sending to the mate");
+        }
         self.send_failover(
             now_d,
             &Message::ExecRequest(ExecRequest {
@@ -1051,7 +1121,11 @@ impl Ha {
     /// past its deadline is answered with the timeout.
     fn poll_exec(&mut self, now_d: Duration) {
         while let Ok((id, cmd, r)) = self.exec_done.1.try_recv() {
-            tracing::info!(command = %cmd, id, ok = r.ok, "failover exec from the mate: answered");
+            if cmd.is_query() {
+                tracing::debug!(command = %cmd, id, ok = r.ok, "failover exec from the mate: answered");
+            } else {
+                tracing::info!(command = %cmd, id, ok = r.ok, "failover exec from the mate: answered");
+            }
             self.send_exec_answer(now_d, id, &exec_answer(cmd.words(), &r));
         }
         if self.pending.as_ref().is_some_and(|p| now_d >= p.deadline) {
@@ -1100,7 +1174,11 @@ impl Ha {
             }
             (Some(h), false) => Arc::clone(h),
         };
-        tracing::info!(command = %cmd, id = r.id, "failover exec from the mate: running");
+        if cmd.is_query() {
+            tracing::debug!(command = %cmd, id = r.id, "failover exec from the mate: running");
+        } else {
+            tracing::info!(command = %cmd, id = r.id, "failover exec from the mate: running");
+        }
         let done = self.exec_done.0.clone();
         let id = r.id;
         let spawned = std::thread::Builder::new()
@@ -1148,7 +1226,11 @@ impl Ha {
         };
         if let Some(a) = answer {
             if let Some(p) = self.pending.take() {
-                tracing::info!(command = %p.cmd, id = p.id, ok = a.ok, "failover exec: the mate answered");
+                if p.cmd.is_query() {
+                    tracing::debug!(command = %p.cmd, id = p.id, ok = a.ok, "failover exec: the mate answered");
+                } else {
+                    tracing::info!(command = %p.cmd, id = p.id, ok = a.ok, "failover exec: the mate answered");
+                }
                 let _ = p.reply.send(a);
             }
         }
@@ -1173,6 +1255,13 @@ impl Ha {
         }
         self.config_gen = self.config_gen.wrapping_add(1);
         let generation = self.config_gen;
+        // Seeds 003/004, "Running Configuration Replication": the messages
+        // the appliance prints when replication starts and ends.
+        tracing::info!(
+            bytes = body.len(),
+            generation,
+            "Beginning configuration replication: Sending to mate ({why})"
+        );
         for c in exec_chunks(generation, body.as_bytes()) {
             self.send_failover(
                 now_d,
@@ -1187,7 +1276,7 @@ impl Ha {
         tracing::info!(
             bytes = body.len(),
             generation,
-            "configuration replication: sent to the mate ({why})"
+            "End Configuration Replication to mate"
         );
         self.config_sync = Some(format!("sent {} bytes to the mate ({why})", body.len()));
         Ok(body.len())
@@ -1225,17 +1314,37 @@ impl Ha {
             return;
         };
         match self.apply_config(&data) {
-            Ok(path) => {
-                tracing::info!(
-                    "configuration replicated from mate ({} bytes); written to {} (not applied live: restart tandemd with it to apply)",
-                    data.len(),
-                    path.display()
-                );
-                self.config_sync = Some(format!(
-                    "done: {} bytes from the mate, written to {}",
-                    data.len(),
-                    path.display()
-                ));
+            Ok((path, merged)) => {
+                let now_d = self.epoch.elapsed();
+                let origin = format!("replicated from the mate ({})", path.display());
+                match self.apply_text(now_d, &merged, &origin) {
+                    Ok(plan) => {
+                        tracing::info!(
+                            "configuration replicated from mate ({} bytes); written to {}; {}",
+                            data.len(),
+                            path.display(),
+                            plan.summary()
+                        );
+                        self.config_sync = Some(format!(
+                            "done: {} bytes from the mate, {}; written to {}",
+                            data.len(),
+                            plan.summary(),
+                            path.display()
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "configuration replicated from mate ({} bytes); written to {} but not applied live: {e}",
+                            data.len(),
+                            path.display()
+                        );
+                        self.config_sync = Some(format!(
+                            "done: {} bytes from the mate, written to {}; NOT applied live: {e}",
+                            data.len(),
+                            path.display()
+                        ));
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!("configuration replication from mate failed: {e}");
@@ -1246,7 +1355,7 @@ impl Ha {
 
     /// Merge the mate's configuration with this unit's bootstrap settings,
     /// check it, and write it next to this unit's configuration file.
-    fn apply_config(&self, received: &[u8]) -> Result<std::path::PathBuf, String> {
+    fn apply_config(&self, received: &[u8]) -> Result<(std::path::PathBuf, String), String> {
         let path = self
             .config_path
             .as_ref()
@@ -1261,8 +1370,111 @@ impl Ha {
         let mut out = path.clone().into_os_string();
         out.push(".replicated");
         let out = std::path::PathBuf::from(out);
-        std::fs::write(&out, merged).map_err(|e| format!("writing {}: {e}", out.display()))?;
-        Ok(out)
+        std::fs::write(&out, &merged).map_err(|e| format!("writing {}: {e}", out.display()))?;
+        Ok((out, merged))
+    }
+
+    /// `config reload`: re-read this unit's configuration file and apply it
+    /// live; on the active unit, replicate it to the standby (seeds 004,
+    /// "Command Replication"). A standby refuses unless `force`d.
+    fn reload(&mut self, now_d: Duration, force: bool) -> Response {
+        let cmd = if force {
+            Command::ConfigReloadForce
+        } else {
+            Command::ConfigReload
+        };
+        let Some(path) = self.config_path.clone() else {
+            return Response::error(format!("`{cmd}`: this unit has no configuration file"));
+        };
+        let state = self.unit.state();
+        let behind_active = state != State::Active && self.unit.mate_state() == Some(State::Active);
+        if behind_active && !force {
+            return Response::error(format!(
+                "`{cmd}`: this unit is {state} and its mate is active. Configuration changes are \
+                 made on the active unit, which replicates them to the standby (seeds 004, \
+                 \"Command Replication\"); a change made here puts the pair out of \
+                 synchronization and is lost at the next configuration replication. Reload on \
+                 the active unit (`failover exec active config reload`), or apply it here anyway \
+                 with `tandemctl --force config reload`."
+            ));
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => return Response::error(format!("`{cmd}`: reading {}: {e}", path.display())),
+        };
+        let plan = match self.apply_text(now_d, &text, &path.display().to_string()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("configuration reload refused, nothing changed: {e}");
+                return Response::error(format!("`{cmd}`: {e}"));
+            }
+        };
+        tracing::info!(
+            "configuration reloaded from {}: {}",
+            path.display(),
+            plan.summary()
+        );
+        let mut message = format!("configuration reloaded: {}", plan.summary());
+        if behind_active {
+            tracing::warn!(
+                "configuration applied on this {state} unit only: out of sync with the active \
+                 mate until its next configuration replication (`write standby` on the active)"
+            );
+            message.push_str("; this unit is now OUT OF SYNC with the active unit");
+        } else if state == State::Active && self.unit.mate_state().is_some() && !plan.is_empty() {
+            match self.send_config(now_d, "config reload") {
+                Ok(n) => message.push_str(&format!("; replicated to the mate ({n} bytes)")),
+                Err(e) => {
+                    tracing::warn!("failover: configuration replication to the mate: {e}");
+                    message.push_str(&format!("; NOT replicated to the mate: {e}"));
+                }
+            }
+        }
+        Response::ok(CommandDone { message })
+    }
+
+    /// Validate `text` whole, refuse it when it changes anything that needs
+    /// a restart, else apply the live part: the workers' routes, then the
+    /// state machine's timers, policy and monitored interfaces. Nothing
+    /// changes on error.
+    fn apply_text(
+        &mut self,
+        now_d: Duration,
+        text: &str,
+        origin: &str,
+    ) -> Result<Plan, ReloadError> {
+        let Some((running, profile)) = &self.running else {
+            return Err(ReloadError::Failover(
+                "this unit was started without its configuration; restart it".into(),
+            ));
+        };
+        let (new, plan) = reload::prepare(running, profile, text, origin)?;
+        let ha_cfg = new
+            .failover
+            .as_ref()
+            .map(|f| f.ha_config(&new.interfaces, &self.macs, self.fo_mac));
+        // Checked before anything is applied, so the routes never change
+        // alone.
+        if let Some(c) = &ha_cfg {
+            c.validate(&self.floors)
+                .map_err(|e| ReloadError::Failover(e.to_string()))?;
+        }
+        reload::apply_routes(&self.dp, &new, profile, &self.macs, &plan)?;
+        if plan.failover {
+            if let Some(c) = &ha_cfg {
+                self.unit
+                    .reconfigure(ts(now_d), c, &self.floors)
+                    .map_err(|e| ReloadError::Failover(e.to_string()))?;
+            }
+        }
+        if let Some(f) = &new.failover {
+            self.settings = f.clone();
+        }
+        if let Some((r, _)) = self.running.as_mut() {
+            *r = new;
+        }
+        self.drain(now_d);
+        Ok(plan)
     }
 
     fn status(&self, now: Timestamp) -> FailoverStatus {
@@ -1307,7 +1519,7 @@ impl Ha {
             },
             link_rejected: self.rejected,
             state_device: self.settings.state_device.clone(),
-            state_stale: v.state_link.stale.map(|s| format!("{s:?}")),
+            state_stale: v.state_link.stale.map(|s| s.to_string()),
             unit_polltime_ms: millis(v.unit_polltime),
             unit_holdtime_ms: millis(v.unit_holdtime),
             interface_polltime_ms: millis(v.interface_polltime),
@@ -1325,7 +1537,116 @@ impl Ha {
             }),
             term: v.term,
             config_sync: self.config_sync.clone(),
+            replication: self.replication.as_ref().map(|r| {
+                let mut st = r.status();
+                st.records_applied = self
+                    .dp
+                    .counters()
+                    .iter()
+                    .flat_map(|c| c.counters().fields().collect::<Vec<_>>())
+                    .filter(|(k, _)| *k == "sync_records_applied")
+                    .map(|(_, v)| v)
+                    .sum();
+                st
+            }),
         }
+    }
+
+    /// Whether `cmd` (a manual failover) has to wait for replication: only
+    /// on a stateful unit, only when the command would move the active role
+    /// now (otherwise it is answered at once, error or no-op), and only
+    /// while the unit that is to become active does not hold the whole
+    /// state yet.
+    fn must_wait_for_replication(&self, cmd: Command) -> bool {
+        let Some(r) = &self.replication else {
+            return false;
+        };
+        match cmd {
+            Command::FailoverActive => self.unit.state() == State::StandbyReady && !r.ready(),
+            Command::NoFailoverActive => {
+                self.unit.state() == State::Active
+                    && self.unit.mate_state() == Some(State::StandbyReady)
+                    && !r.mate_ready()
+            }
+            _ => false,
+        }
+    }
+
+    /// Park a manual failover until replication is complete (polled every
+    /// iteration by [`Ha::poll_manual`]; the hello loop goes on). A second
+    /// one replaces the first, whose operator is told.
+    fn wait_for_replication(&mut self, now_d: Duration, cmd: Command, reply: Sender<Response>) {
+        let missing = self
+            .replication
+            .as_ref()
+            .map(|r| r.missing())
+            .unwrap_or_default();
+        tracing::info!(
+            command = %cmd,
+            "failover: `{cmd}` waits until the replicated state is complete ({missing}), at most {}s",
+            REPLICATION_WAIT.as_secs()
+        );
+        if let Some(old) = self.manual.take() {
+            let _ = old.reply.send(Response::error(format!(
+                "`{}` superseded by `{cmd}` before replication completed",
+                old.cmd
+            )));
+        }
+        self.manual = Some(PendingManual {
+            cmd,
+            reply,
+            started: now_d,
+        });
+    }
+
+    /// Run the parked manual failover once replication is complete, or
+    /// after [`REPLICATION_WAIT`] with a warning naming what was missing.
+    fn poll_manual(&mut self, now_d: Duration) {
+        let Some(p) = &self.manual else {
+            return;
+        };
+        let waited = now_d.saturating_sub(p.started);
+        let still = self.must_wait_for_replication(p.cmd);
+        if still && waited < REPLICATION_WAIT {
+            return;
+        }
+        let Some(p) = self.manual.take() else {
+            return;
+        };
+        let mut warning = None;
+        if still {
+            let missing = self
+                .replication
+                .as_ref()
+                .map(|r| r.missing())
+                .unwrap_or_default();
+            let w = format!(
+                "replication not complete after {}s ({missing}); failing over anyway: connections not yet replicated will be lost",
+                REPLICATION_WAIT.as_secs()
+            );
+            tracing::warn!(command = %p.cmd, "failover: {w}");
+            warning = Some(w);
+        } else {
+            tracing::info!(
+                command = %p.cmd,
+                waited_ms = millis(waited),
+                "failover: replicated state complete; proceeding"
+            );
+        }
+        let mut r = self.command(now_d, p.cmd);
+        if let (Some(w), true) = (warning, r.ok) {
+            if let Some(msg) = r
+                .data
+                .as_mut()
+                .and_then(|d| d.get_mut("message"))
+                .and_then(|m| m.as_str().map(str::to_string))
+            {
+                r = Response::ok(CommandDone {
+                    message: format!("{msg} (warning: {w})"),
+                });
+            }
+        }
+        let _ = p.reply.send(r);
     }
 }
 

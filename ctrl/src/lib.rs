@@ -7,10 +7,14 @@ pub mod config;
 pub mod daemon;
 pub mod failover;
 pub mod ha;
+pub mod link_io;
 pub mod problem;
 pub mod profile;
+pub mod reload;
 pub mod render;
+pub mod replication;
 pub mod select;
+pub mod stateful_config;
 pub mod sysfs;
 
 #[cfg(any(test, feature = "testutils"))]

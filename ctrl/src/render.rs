@@ -9,11 +9,12 @@ use std::net::Ipv4Addr;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    parse_mac, ArpView, Command, CommandDone, CountersView, FailoverHost, FailoverStatus,
-    FailoverTransition, InterfaceView, RouteView, VersionView,
+    parse_mac, ArpView, Command, CommandDone, ConnCountView, ConnsView, CountersView, FailoverHost,
+    FailoverStatus, FailoverTransition, InterfaceView, RouteView, VersionView, XlatesView,
 };
 use crate::config::mask;
 use crate::profile::format_cores;
+use crate::replication::{ReplicationRole, ReplicationStatus};
 
 /// Render the `data` of a successful answer to `cmd`.
 pub fn render(cmd: Command, data: &serde_json::Value) -> Result<String, String> {
@@ -26,6 +27,9 @@ pub fn render(cmd: Command, data: &serde_json::Value) -> Result<String, String> 
         Command::ShowArp => arp(&decode::<Vec<ArpView>>(cmd, data)?),
         Command::ShowCounters => counters(&decode::<CountersView>(cmd, data)?),
         Command::ShowVersion => version(&decode::<VersionView>(cmd, data)?),
+        Command::ShowConn => conns(&decode::<ConnsView>(cmd, data)?),
+        Command::ShowConnCount => conn_count(&decode::<ConnCountView>(cmd, data)?),
+        Command::ShowXlate => xlates(&decode::<XlatesView>(cmd, data)?),
         Command::ShowFailover => failover(&decode::<FailoverStatus>(cmd, data)?),
         Command::ShowFailoverState => failover_state(&decode::<FailoverStatus>(cmd, data)?),
         Command::ShowMonitorInterface => monitor_interface(&decode::<FailoverStatus>(cmd, data)?),
@@ -35,7 +39,9 @@ pub fn render(cmd: Command, data: &serde_json::Value) -> Result<String, String> 
         | Command::FailoverReset
         | Command::NoFailover
         | Command::Failover
-        | Command::WriteStandby => decode::<CommandDone>(cmd, data)?.message + "\n",
+        | Command::WriteStandby
+        | Command::ConfigReload
+        | Command::ConfigReloadForce => decode::<CommandDone>(cmd, data)?.message + "\n",
         // The answer is the target unit's own answer to the command, rendered the same way.
         Command::Exec(e) => render(e.command(), data)?,
     })
@@ -366,7 +372,160 @@ pub fn failover(v: &FailoverStatus) -> String {
             .map(|s| format!(" (stale: {s})"))
             .unwrap_or_default()
     );
+    if let Some(r) = &v.replication {
+        replication(&mut out, r);
+    }
     out
+}
+
+/// An idle time as the appliance prints it: `H:MM:SS`.
+fn hms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// `show conn count`: "N in use, M most used".
+pub fn conn_count(v: &ConnCountView) -> String {
+    format!(
+        "{} in use, {} most used\n{} xlates, {} IPsec SAs\n",
+        v.in_use, v.most_used, v.xlates, v.sas
+    )
+}
+
+/// `show conn`: the count line, then one line per connection, e.g.
+/// `TCP outside 198.18.1.10:40000 inside 198.18.2.10:5001 xlate 198.18.2.1:61234, idle 0:00:01, ESTABLISHED, replicated`.
+pub fn conns(v: &ConnsView) -> String {
+    let mut out = format!("{} in use, {} most used\n", v.in_use, v.most_used);
+    for c in &v.conns {
+        let mut xlate = String::new();
+        if (c.xlated_src, c.xlated_sport) != (c.src, c.sport) {
+            let _ = write!(xlate, " xlate {}:{}", c.xlated_src, c.xlated_sport);
+        }
+        if (c.xlated_dst, c.xlated_dport) != (c.dst, c.dport) {
+            let _ = write!(xlate, " real {}:{}", c.xlated_dst, c.xlated_dport);
+        }
+        let _ = writeln!(
+            out,
+            "{} {} {}:{} {} {}:{}{xlate}, idle {}, {}{}",
+            c.proto.to_uppercase(),
+            c.in_if,
+            c.src,
+            c.sport,
+            c.out_if,
+            c.dst,
+            c.dport,
+            hms(c.idle_ms),
+            if c.state == "-" { "open" } else { &c.state },
+            if c.replicated { ", replicated" } else { "" }
+        );
+    }
+    if (v.conns.len() as u64) < v.in_use {
+        let _ = writeln!(out, "({} of {} shown)", v.conns.len(), v.in_use);
+    }
+    out
+}
+
+/// `show xlate`: the count line, then one line per PAT translation.
+pub fn xlates(v: &XlatesView) -> String {
+    let mut out = format!("{} in use, {} most used\n", v.in_use, v.most_used);
+    for x in &v.xlates {
+        let _ = writeln!(
+            out,
+            "{} {} from {}/{} to {}/{}, {} conns, idle {}",
+            x.proto.to_uppercase(),
+            x.kind.to_uppercase(),
+            x.real,
+            x.real_port,
+            x.mapped,
+            x.mapped_port,
+            x.conns,
+            hms(x.idle_ms)
+        );
+    }
+    if (v.xlates.len() as u64) < v.in_use {
+        let _ = writeln!(out, "({} of {} shown)", v.xlates.len(), v.in_use);
+    }
+    out
+}
+
+/// A counter of the sender's / receiver's JSON counters (0 when absent).
+fn counter(v: &Option<serde_json::Value>, key: &str) -> u64 {
+    v.as_ref()
+        .and_then(|v| v.get(key))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// The replication lines of `show failover` (stateful units).
+fn replication(out: &mut String, r: &ReplicationStatus) {
+    let role = match r.role {
+        Some(ReplicationRole::Active) => "sending (active)",
+        Some(ReplicationRole::Standby) => "receiving (standby)",
+        _ => "idle",
+    };
+    let _ = writeln!(
+        out,
+        "        Replication: {role} on {}, {}, session {}{}",
+        r.device,
+        r.protection,
+        if r.session { "up" } else { "down" },
+        if r.stale { ", STALE" } else { "" }
+    );
+    let ready = match r.role {
+        Some(ReplicationRole::Active) if r.mate_ready => "mate holds the whole state",
+        Some(ReplicationRole::Active) => "mate not synchronised yet",
+        Some(ReplicationRole::Standby) if r.ready => "ready (whole state replicated)",
+        Some(ReplicationRole::Standby) => "not ready",
+        _ => "-",
+    };
+    let _ = writeln!(
+        out,
+        "        bulk sync {} % ({} of {}), {}; lag {} frames",
+        r.bulk_percent, r.bulk_done, r.bulk_total, ready, r.lag_frames
+    );
+    if r.sender.is_some() {
+        let _ = writeln!(
+        out,
+        "        Sent: {} records in {} frames, {} retransmissions, {} NAKs received, {} bulk syncs",
+        counter(&r.sender, "records_sent"),
+        counter(&r.sender, "frames_sent"),
+        counter(&r.sender, "retransmits"),
+        counter(&r.sender, "naks_received"),
+        counter(&r.sender, "bulk_syncs"),
+    );
+    }
+    if r.receiver.is_some() {
+        let _ = writeln!(
+        out,
+        "        Received: {} records in {} frames, {} applied, {} gaps, {} NAKs sent, {} bulk syncs",
+        counter(&r.receiver, "records_delivered"),
+        counter(&r.receiver, "frames_delivered"),
+        r.records_applied,
+        counter(&r.receiver, "gaps"),
+        counter(&r.receiver, "naks_sent"),
+        counter(&r.receiver, "bulk_syncs"),
+    );
+    }
+    if !r.streams.is_empty() {
+        let mut rows = vec![vec![
+            "Stream".to_string(),
+            "Frames".to_string(),
+            "Lag".to_string(),
+            "Bulk sync".to_string(),
+        ]];
+        for s in &r.streams {
+            rows.push(vec![
+                s.stream.to_string(),
+                s.frames_sent.or(s.expected).unwrap_or(0).to_string(),
+                s.lag_frames.map_or("-".into(), |l| l.to_string()),
+                format!(
+                    "{} {} % ({} of {})",
+                    s.bulk_phase, s.bulk_percent, s.bulk_done, s.bulk_total
+                ),
+            ]);
+        }
+        out.push_str(&table(&rows, &[true, true, true, false], "        "));
+    }
 }
 
 /// `show failover state`.

@@ -72,6 +72,7 @@ fn fake_transition() -> FailoverTransition {
 pub fn fake_failover() -> FailoverStatus {
     FailoverStatus {
         config_sync: None,
+        replication: Some(fake_replication()),
         failover: true,
         unit: "Primary".into(),
         link_name: "folink".into(),
@@ -96,6 +97,42 @@ pub fn fake_failover() -> FailoverStatus {
         other_host: Some(fake_host("Secondary", "Standby Ready", 2, 3)),
         last_failover: Some(fake_transition()),
         term: 1,
+    }
+}
+
+/// The replication block of [`fake_failover`]: the active side, mid bulk sync.
+pub fn fake_replication() -> crate::replication::ReplicationStatus {
+    use crate::replication::{ReplicationRole, ReplicationStatus, StreamStatus};
+    ReplicationStatus {
+        role: Some(ReplicationRole::Active),
+        device: "st0 (EtherType 0x88B6)".into(),
+        session: true,
+        protection: "encrypted (AES-256-GCM)".into(),
+        stale: false,
+        ready: false,
+        mate_ready: false,
+        records_applied: 0,
+        streams: vec![StreamStatus {
+            stream: 0,
+            frames_sent: Some(1200),
+            lag_frames: Some(3),
+            bulk_phase: "running".into(),
+            bulk_done: 450,
+            bulk_total: 1000,
+            bulk_percent: 45,
+            ..StreamStatus::default()
+        }],
+        counters: Default::default(),
+        sender: Some(serde_json::json!({
+            "frames_sent": 1200, "records_sent": 36000, "retransmits": 4,
+            "naks_received": 1, "bulk_syncs": 1
+        })),
+        receiver: None,
+        lag_frames: 3,
+        bulk_phase: "running".into(),
+        bulk_done: 450,
+        bulk_total: 1000,
+        bulk_percent: 45,
     }
 }
 
@@ -207,6 +244,83 @@ impl ControlSource for FakeSource {
             Command::Failover => done("failover enabled on this unit"),
             Command::WriteStandby => done("configuration (512 bytes) sent to the standby"),
             _ => Response::ok(fake_failover()),
+        })
+    }
+
+    fn conn_count(&self) -> Result<crate::api::ConnCountView, String> {
+        Ok(crate::api::ConnCountView {
+            in_use: 2,
+            most_used: 1000,
+            xlates: 1,
+            sas: 0,
+        })
+    }
+
+    fn conns(&self) -> Result<crate::api::ConnsView, String> {
+        let ip = Ipv4Addr::new;
+        Ok(crate::api::ConnsView {
+            in_use: 2,
+            most_used: 1000,
+            conns: vec![
+                crate::api::ConnLine {
+                    proto: "tcp".into(),
+                    in_if: "outside".into(),
+                    src: ip(198, 18, 1, 10),
+                    sport: 40000,
+                    out_if: "inside".into(),
+                    dst: ip(198, 18, 2, 10),
+                    dport: 5001,
+                    xlated_src: ip(198, 18, 2, 1),
+                    xlated_sport: 61234,
+                    xlated_dst: ip(198, 18, 2, 10),
+                    xlated_dport: 5001,
+                    state: "ESTABLISHED".into(),
+                    idle_ms: 1500,
+                    replicated: true,
+                },
+                crate::api::ConnLine {
+                    proto: "udp".into(),
+                    in_if: "outside".into(),
+                    src: ip(198, 18, 1, 10),
+                    sport: 5353,
+                    out_if: "inside".into(),
+                    dst: ip(198, 18, 1, 100),
+                    dport: 53,
+                    xlated_src: ip(198, 18, 1, 10),
+                    xlated_sport: 5353,
+                    xlated_dst: ip(198, 18, 2, 10),
+                    xlated_dport: 53,
+                    state: "-".into(),
+                    idle_ms: 3_725_000,
+                    replicated: false,
+                },
+            ],
+        })
+    }
+
+    fn xlates(&self) -> Result<crate::api::XlatesView, String> {
+        Ok(crate::api::XlatesView {
+            in_use: 1,
+            most_used: 1000,
+            xlates: vec![crate::api::XlateLine {
+                proto: "tcp".into(),
+                kind: "pat".into(),
+                real: Ipv4Addr::new(198, 18, 1, 10),
+                real_port: 40000,
+                mapped: Ipv4Addr::new(198, 18, 2, 1),
+                mapped_port: 61234,
+                conns: 1,
+                idle_ms: 0,
+            }],
+        })
+    }
+
+    fn config_reload(&self, force: bool) -> Response {
+        Response::ok(CommandDone {
+            message: format!(
+                "configuration reloaded: 1 change applied live: route 198.19.9.0/24 via 198.18.2.254 on inside: added{}",
+                if force { "; this unit is now OUT OF SYNC with the active unit" } else { "; replicated to the mate (512 bytes)" }
+            ),
         })
     }
 

@@ -81,6 +81,25 @@ Packet I/O: afxdp-copy
 "#,
     ),
     (
+        "show conn",
+        r#"2 in use, 1000 most used
+TCP outside 198.18.1.10:40000 inside 198.18.2.10:5001 xlate 198.18.2.1:61234, idle 0:00:01, ESTABLISHED, replicated
+UDP outside 198.18.1.10:5353 inside 198.18.1.100:53 real 198.18.2.10:53, idle 1:02:05, open
+"#,
+    ),
+    (
+        "show conn count",
+        r#"2 in use, 1000 most used
+1 xlates, 0 IPsec SAs
+"#,
+    ),
+    (
+        "show xlate",
+        r#"1 in use, 1000 most used
+TCP PAT from 198.18.1.10/40000 to 198.18.2.1/61234, 1 conns, idle 0:00:00
+"#,
+    ),
+    (
         "show failover",
         r#"Failover On
 Failover unit Primary
@@ -101,6 +120,11 @@ Last Failover at: 60 ms after start: Negotiation → Active (no peer detected on
                 Interface inside (198.18.2.2): Normal (Not-Monitored)
 Stateful Failover Logical Update Statistics
         Link : st0
+        Replication: sending (active) on st0 (EtherType 0x88B6), encrypted (AES-256-GCM), session up
+        bulk sync 45 % (450 of 1000), mate not synchronised yet; lag 3 frames
+        Sent: 36000 records in 1200 frames, 4 retransmissions, 1 NAKs received, 1 bulk syncs
+        Stream  Frames  Lag  Bulk sync
+             0    1200    3  running 45 % (450 of 1000)
 "#,
     ),
     (
@@ -154,6 +178,16 @@ Other host - Secondary  Standby Ready  None
     (
         "write standby",
         r#"configuration (512 bytes) sent to the standby
+"#,
+    ),
+    (
+        "config reload",
+        r#"configuration reloaded: 1 change applied live: route 198.19.9.0/24 via 198.18.2.254 on inside: added; replicated to the mate (512 bytes)
+"#,
+    ),
+    (
+        "config reload force",
+        r#"configuration reloaded: 1 change applied live: route 198.19.9.0/24 via 198.18.2.254 on inside: added; this unit is now OUT OF SYNC with the active unit
 "#,
     ),
 ];

@@ -136,6 +136,45 @@ pub struct DataplaneConfig {
     pub tables: TableSizes,
     pub arp: ArpTimers,
     pub run: RunConfig,
+    /// The stateful stage (connection tracking, NAT, SAs; issue 4). `None`:
+    /// the stateless router of issue 2, unchanged.
+    pub state: Option<tandem_state::StateConfig>,
+    /// Replication of the stateful tables to the mate (needs `state`).
+    /// `None`: records are not produced and inbound frames not accepted.
+    pub sync: Option<SyncSettings>,
+}
+
+/// How each worker batches its replication records into state-link frames
+/// (see `crate::sync`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// Bytes of one state-link frame (header and records): the state
+    /// device's MTU minus the AEAD and link framing overhead.
+    pub frame_size: usize,
+    /// A frame with records is sent at the latest this long after its
+    /// first record (replication lag bound), full or not.
+    pub flush: Duration,
+    /// Frame buffers preallocated per worker, shared by its outbound frames
+    /// (in flight to the replication thread or waiting in its retransmit
+    /// ring) and its inbound frames; when none is free, records are counted
+    /// `sync_overflow` and a bulk sync is asked for.
+    pub buffers_per_worker: usize,
+    /// Session replication rate limit for bulk sync, in records per second
+    /// for the whole unit (split evenly over the workers); the hardware
+    /// profile's `connections_per_s`. 0: unlimited. Live records are never
+    /// deferred (a deferred create is a connection lost at failover).
+    pub bulk_rate: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            frame_size: 1400,
+            flush: Duration::from_micros(100),
+            buffers_per_worker: 1024,
+            bulk_rate: 0,
+        }
+    }
 }
 
 /// A configuration value that cannot work; `key` names it the way the
@@ -337,6 +376,47 @@ impl DataplaneConfig {
                 return Err(err("run.idle.block", "must be greater than zero"));
             }
         }
+        self.validate_stateful()
+    }
+
+    /// `state` (delegated to `StateConfig::validate`, keys prefixed
+    /// `state.`) and `sync`.
+    fn validate_stateful(&self) -> Result<(), ConfigError> {
+        if let Some(st) = &self.state {
+            st.validate().map_err(|e| err("state", e.to_string()))?;
+            if !st.interfaces.is_empty() && st.interfaces.len() != self.interfaces.len() {
+                return Err(err(
+                    "state.interfaces",
+                    format!(
+                        "{} entries, but {} interfaces are configured (one policy per interface, same order)",
+                        st.interfaces.len(),
+                        self.interfaces.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(sy) = &self.sync {
+            if self.state.is_none() {
+                return Err(err("sync", "replication needs the stateful stage (state)"));
+            }
+            let min = tandem_sync::wire::MIN_FRAME_LEN;
+            let max = tandem_sync::wire::MAX_FRAME_LEN;
+            if sy.frame_size < min || sy.frame_size > max {
+                return Err(err(
+                    "sync.frame_size",
+                    format!("{} is out of range {min}..={max}", sy.frame_size),
+                ));
+            }
+            if sy.flush.is_zero() {
+                return Err(err("sync.flush", "must be greater than zero"));
+            }
+            if sy.buffers_per_worker < 4 {
+                return Err(err(
+                    "sync.buffers_per_worker",
+                    format!("{} is below the minimum of 4", sy.buffers_per_worker),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -358,6 +438,8 @@ mod tests {
             tables: TableSizes::default(),
             arp: ArpTimers::default(),
             run: RunConfig::default(),
+            state: None,
+            sync: None,
         }
     }
 

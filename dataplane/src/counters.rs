@@ -155,6 +155,71 @@ counters! {
     /// Not sent: a frame to inject refused because worker 0's inject queue
     /// was full. Counted by the management handle and reported with worker 0.
     drop_inject_full,
+    /// Stateful stage (issue 4; all zero without `state`): connections created.
+    conn_created,
+    /// Connections deleted (close, RST, expiry).
+    conn_deleted,
+    /// PAT xlates created.
+    xlate_created,
+    /// PAT xlates deleted.
+    xlate_deleted,
+    /// Packets of untracked protocols passed by the stateless policy.
+    untracked_passed,
+    /// Live connections (a gauge).
+    conns,
+    /// Live xlates (a gauge).
+    xlates,
+    /// Live IPsec SAs (a gauge).
+    sas,
+    /// Dropped: a non-first IPv4 fragment (no reassembly).
+    drop_fragment,
+    /// Dropped: TCP segment that is not a SYN and matches no connection.
+    drop_tcp_no_conn,
+    /// Dropped: TCP segment invalid for its connection's state.
+    drop_tcp_invalid,
+    /// Dropped: new connection from an equal or lower security level.
+    drop_security_level,
+    /// Dropped: a deny access rule matched.
+    drop_access_rule,
+    /// Dropped: interface without a stateful policy.
+    drop_unknown_interface,
+    /// Dropped: connection table full.
+    drop_conn_table_full,
+    /// Dropped: xlate table full.
+    drop_xlate_table_full,
+    /// Dropped: no free PAT port.
+    drop_pat_exhausted,
+    /// Dropped: the PAT mapping cannot serve this destination from this worker.
+    drop_pat_steer_conflict,
+    /// Dropped: the new connection's return tuple is used by another one.
+    drop_tuple_conflict,
+    /// SAs refused: SA table full.
+    drop_sa_table_full,
+    /// Replication: records written into state-link frames (live).
+    sync_records_out,
+    /// Replication: records merged into an earlier record of the same frame.
+    sync_records_coalesced,
+    /// Replication: frames handed to the replication thread.
+    sync_frames_out,
+    /// Replication: records lost because no buffer was free or the outbound
+    /// channel was full (the stream is flagged for a bulk sync).
+    sync_overflow,
+    /// Replication: bulk-sync records written.
+    sync_bulk_records,
+    /// Replication: bulk syncs completed.
+    sync_bulk_done,
+    /// Replication (standby): frames received from the replication thread.
+    sync_frames_in,
+    /// Replication (standby): records applied.
+    sync_records_applied,
+    /// Replication (standby): inbound frames that did not parse.
+    sync_apply_bad_frame,
+    /// Replication (standby): records of an unknown kind or op.
+    sync_apply_unknown,
+    /// Replication (standby): records whose length or fields are invalid.
+    sync_apply_invalid,
+    /// Replication (standby): records refused because the table is full.
+    sync_apply_table_full,
     /// Backend: frames dropped before the worker saw them.
     backend_rx_dropped,
     /// Backend: frame allocations that failed.

@@ -79,6 +79,7 @@ use crate::counters::{Counters, PortCounters};
 use crate::ownership::{InterfaceOwnership, Ownership, OwnershipError, Role, Subnet};
 use crate::punt::{InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM};
 use crate::route::{RouteEntry, RouteTable};
+use crate::stateful::Stateful;
 use crate::time::Timestamp;
 use crate::tx::TxBatches;
 
@@ -164,12 +165,40 @@ pub struct Forwarder {
     timers: ArpTimers,
     garp_left: u32,
     garp_next: Timestamp,
+    /// The stateful stage (issue 4), when configured; see `crate::stateful`.
+    stateful: Option<Box<Stateful>>,
 }
 
 impl Forwarder {
     /// Builds the tables for `cfg` (validated here); all memory is reserved now.
     pub fn new(cfg: &DataplaneConfig) -> Result<Forwarder, ConfigError> {
+        Forwarder::for_worker(cfg, 0, 1)
+    }
+
+    /// Like [`Forwarder::new`], for worker `worker` of `workers`: with
+    /// `cfg.state`, its stateful shard is shard `worker` (PAT port choice
+    /// and replication stream), keyed by a random per-process seed.
+    pub fn for_worker(
+        cfg: &DataplaneConfig,
+        worker: usize,
+        workers: usize,
+    ) -> Result<Forwarder, ConfigError> {
         cfg.validate()?;
+        let stateful = match &cfg.state {
+            Some(st) => Some(Box::new(
+                Stateful::new(
+                    st,
+                    worker as u16,
+                    workers as u16,
+                    crate::stateful::random_seed(worker),
+                )
+                .map_err(|e| ConfigError {
+                    key: "state".into(),
+                    problem: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
         let routes = RouteTable::from_config(cfg).map_err(|e| ConfigError {
             key: "routes".into(),
             problem: e.to_string(),
@@ -210,7 +239,58 @@ impl Forwarder {
             timers: cfg.arp,
             garp_left: 0,
             garp_next: Timestamp::NEVER,
+            stateful,
         })
+    }
+
+    /// The stateful stage, when configured.
+    pub fn stateful(&self) -> Option<&Stateful> {
+        self.stateful.as_deref()
+    }
+
+    /// The stateful stage, when configured.
+    pub fn stateful_mut(&mut self) -> Option<&mut Stateful> {
+        self.stateful.as_deref_mut()
+    }
+
+    /// Attaches this worker's replication channels (see `crate::sync`);
+    /// `rate` paces bulk sync (records/s for this worker, 0 = unlimited).
+    /// Without a stateful stage there is nothing to replicate: an error.
+    pub fn attach_sync(
+        &mut self,
+        ws: crate::sync::WorkerSync,
+        settings: &crate::config::SyncSettings,
+        rate: u64,
+    ) -> Result<(), ConfigError> {
+        let Some(st) = self.stateful.as_deref_mut() else {
+            return Err(ConfigError {
+                key: "sync".into(),
+                problem: "replication needs the stateful stage (state)".into(),
+            });
+        };
+        st.attach_sync(ws, settings, rate).map_err(|e| ConfigError {
+            key: "sync.frame_size".into(),
+            problem: e.to_string(),
+        })
+    }
+
+    /// The stateful stage's per-iteration work (inbound records, expiry
+    /// sweep, bulk-sync step, flush deadline); call once per loop
+    /// iteration. True if it did anything. Does nothing without `state`.
+    pub fn poll_stateful(&mut self, now: Timestamp) -> bool {
+        let ports = self.local.ifaces.len();
+        match self.stateful.as_deref_mut() {
+            Some(st) => st.poll(now, &mut self.arp, ports),
+            None => false,
+        }
+    }
+
+    /// A control-path request for the stateful stage; ignored (the reply
+    /// channel drops, which the caller sees) without `state`.
+    pub fn stateful_command(&mut self, now: Timestamp, cmd: crate::stateful::StatefulCommand) {
+        if let Some(st) = self.stateful.as_deref_mut() {
+            st.command(now, cmd, &self.arp);
+        }
     }
 
     /// Counters bumped so far (`tx` and `drop_tx_ring_full` live in the
@@ -430,6 +510,14 @@ impl Forwarder {
                 kind: r.kind,
             })
             .collect()
+    }
+
+    /// Swaps in a new route table (a live `config reload`, between two
+    /// batches); `routes` gets the old one back. The new table must have
+    /// been built from a config with this forwarder's interfaces (the
+    /// `Dataplane` handle checks that). Does not allocate.
+    pub fn replace_routes(&mut self, routes: &mut RouteTable) {
+        std::mem::swap(&mut self.routes, routes);
     }
 
     /// Every ARP entry, as of `now`.
@@ -753,10 +841,33 @@ impl Forwarder {
             && Some(spa) != ifc.bcast;
         let mut verdict = Verdict::from(Action::Drop);
         if sender_ok {
-            match self.arp.learn(now, rx_port, spa, sha.octets(), for_us) {
+            // Replication hook (issue 4): the MAC known before, to tell a change.
+            let before = self
+                .stateful
+                .is_some()
+                .then(|| {
+                    self.arp
+                        .lookup(rx_port, spa)
+                        .map(|i| self.arp.neighbour(i).1)
+                })
+                .flatten();
+            let learned = self.arp.learn(now, rx_port, spa, sha.octets(), for_us);
+            match learned {
                 Learned::Resolved(i) => verdict.resolved = Some(i),
                 Learned::Refused => c.arp_table_full += 1,
                 Learned::Ignored | Learned::Updated | Learned::Created => {}
+            }
+            // A neighbour that became reachable or changed MAC is replicated,
+            // so the mate has a warm ARP table after takeover.
+            let changed = match learned {
+                Learned::Resolved(_) | Learned::Created => true,
+                Learned::Updated => before != Some(sha.octets()),
+                Learned::Ignored | Learned::Refused => false,
+            };
+            if changed {
+                if let Some(st) = self.stateful.as_deref_mut() {
+                    st.arp_changed(now, rx_port, spa, sha.octets());
+                }
             }
         }
         if is_request && for_us {
@@ -808,7 +919,31 @@ impl Forwarder {
             self.local.counters.drop_martian += 1;
             return Action::Drop.into();
         }
-        if self.owned(dst) {
+        // Stateful hook (issue 4; `crate::stateful`): before the owned-address
+        // check, since PAT return traffic is addressed to an owned address.
+        let mut stateful = None;
+        let mut dst = dst;
+        if self.role == Role::Forwarding {
+            if let Some(st) = self.stateful.as_deref_mut() {
+                let lk = st.lookup(now, rx_port, &buf[ETH_LEN..len]);
+                let route_dst = u32::from(lk.route_dst());
+                if lk.drop_reason().is_some() {
+                    // Counted by the shard (merged into the counters by name);
+                    // traffic to the unit itself is not the shard's business.
+                    if !self.owned(dst) {
+                        return Action::Drop.into();
+                    }
+                } else if lk.is_existing() || route_dst != dst {
+                    // A connection's return leg, or static de-NAT: route on
+                    // the real address.
+                    dst = route_dst;
+                    stateful = Some(lk);
+                } else if !self.owned(dst) {
+                    stateful = Some(lk);
+                }
+            }
+        }
+        if stateful.is_none() && self.owned(dst) {
             return self.handle_local(rx_port, buf, len);
         }
         if !is_unicast(dst) || self.local.ifaces.iter().any(|i| Some(dst) == i.bcast) {
@@ -851,6 +986,13 @@ impl Forwarder {
                 .local
                 .icmp_error(now, rx_port, buf, len, e, false)
                 .into();
+        }
+        // Stateful hook, phase 2: policy, connection create/update, NAT
+        // rewrite in place, records. A refusal is counted by the shard.
+        if let (Some(lk), Some(st)) = (stateful, self.stateful.as_deref_mut()) {
+            if st.commit(now, lk, egress, &mut buf[ETH_LEN..len]).is_err() {
+                return Action::Drop.into();
+            }
         }
         // RFC 1812 5.3.1: decrement TTL; RFC 1624 incremental checksum update.
         Ipv4Packet::new_unchecked(&mut buf[ETH_LEN..len]).decrement_ttl();

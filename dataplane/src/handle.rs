@@ -19,8 +19,13 @@ use crate::forward::Forwarder;
 use crate::ownership::{Ownership, OwnershipError, Role, Subnet};
 use crate::punt::{InjectError, InjectedFrame, PuntedFrame, INJECT_QUEUE, PUNT_QUEUE};
 use crate::route::RouteEntry;
+use crate::stateful::{ConnEntry, StatefulCommand};
+use crate::sync::{SyncEndpoints, SyncShared};
 use crate::time::{Clock, Timestamp};
+use crate::wakeup::CommandTx;
 use crate::worker::{ArpReply, BatchLoop, Command, Published, Worker};
+use tandem_io::wake::WakeFd;
+use tandem_state::{SaDirection, SaEntry, SaError, XlateView};
 
 /// Commands waiting per worker. Commands are rare (operator actions,
 /// failover), so a small queue suffices; a full queue is reported, never
@@ -50,6 +55,38 @@ pub struct ArpEntry {
     pub state: ArpState,
     /// Milliseconds since last confirmed (since created, if incomplete).
     pub age_ms: u64,
+}
+
+/// Why [`Dataplane::set_routes`] did not replace the route table.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error("invalid routes: {0}")]
+    Config(#[from] ConfigError),
+    #[error("the route table: {0}")]
+    Table(crate::route::RouteError),
+    #[error(
+        "the interfaces or their addresses differ from the running ones (a restart applies those)"
+    )]
+    Interfaces,
+    #[error("worker {worker}: {why}")]
+    Worker { worker: usize, why: &'static str },
+}
+
+/// Why a stateful-stage request (issue 4) was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "the stateful stage is not configured ({what} is missing from the data-path configuration)"
+    )]
+    NotConfigured { what: &'static str },
+    #[error("stream {stream} does not exist (there are {workers} workers, one stream each)")]
+    NoSuchStream { stream: usize, workers: usize },
+    #[error("worker {worker}: {why}")]
+    Worker { worker: usize, why: &'static str },
+    #[error("worker {worker} did not answer within 1 s")]
+    NoAnswer { worker: usize },
+    #[error("{0}")]
+    Sa(SaError),
 }
 
 /// Why the dataplane did not start. Nothing is left running on error.
@@ -86,6 +123,12 @@ pub enum StartError {
         core: usize,
         available: Vec<usize>,
     },
+    #[error("worker {worker}: cannot create its wake-up eventfd: {source}")]
+    Wake {
+        worker: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("worker {worker}: cannot spawn its thread: {source}")]
     Spawn {
         worker: usize,
@@ -97,8 +140,11 @@ pub enum StartError {
 struct WorkerHandle {
     backend: String,
     core: Option<usize>,
-    commands: Sender<Command>,
+    /// Command queue; every send also wakes the worker.
+    commands: CommandTx,
     shared: Arc<Published>,
+    /// Replication progress and overflow flag (with `sync` configured).
+    sync: Option<Arc<SyncShared>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -119,7 +165,8 @@ struct Owned {
 /// anything arrived.
 pub struct Dataplane {
     workers: Vec<WorkerHandle>,
-    routes: Vec<RouteEntry>,
+    /// The route table as shown (`show route`); replaced by `set_routes`.
+    routes: Mutex<Vec<RouteEntry>>,
     interfaces: Vec<String>,
     subnets: Vec<Subnet>,
     /// Largest frame `inject` accepts per interface (MTU + Ethernet header + an 802.1Q tag).
@@ -129,6 +176,10 @@ pub struct Dataplane {
     inject: Sender<InjectedFrame>,
     drop_inject_full: AtomicU64,
     punted: Receiver<PuntedFrame>,
+    /// The replication thread's ends, until taken (`take_sync_endpoints`).
+    sync_endpoints: Mutex<Option<SyncEndpoints>>,
+    /// `state` is configured.
+    stateful: bool,
 }
 
 impl Dataplane {
@@ -195,9 +246,35 @@ impl Dataplane {
         }
         let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
         let (inject_tx, inject_rx) = bounded(INJECT_QUEUE);
-        let mut loops = Vec::with_capacity(workers.len());
+        let mut wakes = Vec::with_capacity(workers.len());
         for idx in 0..workers.len() {
-            let mut fwd = Forwarder::new(&cfg)?;
+            wakes.push(Arc::new(WakeFd::new().map_err(|source| {
+                StartError::Wake {
+                    worker: idx,
+                    source,
+                }
+            })?));
+        }
+        let mut loops = Vec::with_capacity(workers.len());
+        let mut streams = Vec::new();
+        let mut sync_shared = Vec::with_capacity(workers.len());
+        for (idx, wake) in wakes.iter().enumerate() {
+            let mut fwd = Forwarder::for_worker(&cfg, idx, workers.len())?;
+            // Replication (issue 4): this worker's buffers and channels.
+            if let Some(sy) = &cfg.sync {
+                let (ws, ep) = crate::sync::channels(
+                    idx as u16,
+                    sy.buffers_per_worker,
+                    sy.frame_size,
+                    Arc::clone(wake),
+                );
+                sync_shared.push(Some(Arc::clone(ws.shared())));
+                let rate = sy.bulk_rate.div_ceil(workers.len() as u64);
+                fwd.attach_sync(ws, sy, rate)?;
+                streams.push(ep);
+            } else {
+                sync_shared.push(None);
+            }
             // Worker 0 announces (see above); the epoch is this clock's, so
             // time zero is already due at the first iteration.
             fwd.set_ownership(Timestamp::ZERO, &own, role, announce && idx == 0)?;
@@ -212,7 +289,7 @@ impl Dataplane {
         let clock = Clock::new(Instant::now());
         let mut dp = Dataplane {
             workers: Vec::with_capacity(workers.len()),
-            routes,
+            routes: Mutex::new(routes),
             interfaces: cfg.interfaces.iter().map(|i| i.name.clone()).collect(),
             subnets: cfg.interfaces.iter().map(Subnet::of).collect(),
             inject_max: cfg
@@ -232,9 +309,16 @@ impl Dataplane {
             inject: inject_tx,
             drop_inject_full: AtomicU64::new(0),
             punted: punt_rx,
+            sync_endpoints: Mutex::new(cfg.sync.is_some().then_some(SyncEndpoints { streams })),
+            stateful: cfg.state.is_some(),
         };
         let ports = cfg.interfaces.len();
-        for (idx, (spec, batch_loop)) in workers.into_iter().zip(loops).enumerate() {
+        for (idx, ((spec, batch_loop), (wake, sync))) in workers
+            .into_iter()
+            .zip(loops)
+            .zip(wakes.into_iter().zip(sync_shared))
+            .enumerate()
+        {
             let (tx, rx) = bounded(COMMAND_QUEUE);
             let shared = Arc::new(Published::new(ports));
             let backend_name = spec.backend.name().to_string();
@@ -247,6 +331,7 @@ impl Dataplane {
                 shared: Arc::clone(&shared),
                 clock,
                 idle: cfg.run.idle,
+                wake: Arc::clone(&wake),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("tandem-w{idx}"))
@@ -259,8 +344,9 @@ impl Dataplane {
             dp.workers.push(WorkerHandle {
                 backend: backend_name,
                 core: spec.core,
-                commands: tx,
+                commands: CommandTx::new(tx, wake),
                 shared,
+                sync,
                 thread: Some(thread),
             });
         }
@@ -454,8 +540,9 @@ impl Dataplane {
     /// Sends `bytes` (a whole Ethernet frame, without FCS; zero-padded to 60
     /// bytes if shorter) out of `interface` through worker 0's TX path, at
     /// the top of its next loop iteration: within one iteration while the
-    /// worker is busy, within `IdleStrategy::SpinThenBlock::block` (1 ms in
-    /// the lab profile) when it is blocked waiting for frames. Never waits:
+    /// worker is busy, and at once when it is blocked waiting for frames
+    /// (its wake-up eventfd is signalled; a backend without `wait_or_wake`
+    /// still returns within `IdleStrategy::SpinThenBlock::block`). Never waits:
     /// a full queue is refused and counted `drop_inject_full`.
     pub fn inject(&self, interface: usize, bytes: &[u8]) -> Result<(), InjectError> {
         let Some(name) = self.interfaces.get(interface) else {
@@ -474,7 +561,13 @@ impl Dataplane {
         }
         let frame = InjectedFrame::new(interface, bytes)?;
         match self.inject.try_send(frame) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Worker 0 injects; wake it if it is blocked.
+                if let Some(w) = self.workers.first() {
+                    w.commands.wake();
+                }
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 self.drop_inject_full.fetch_add(1, Ordering::Relaxed);
                 Err(InjectError::QueueFull {
@@ -539,7 +632,72 @@ impl Dataplane {
 
     /// The route table (connected routes first, then static).
     pub fn routes(&self) -> Vec<RouteEntry> {
-        self.routes.clone()
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces every worker's route table with the one `cfg` describes
+    /// (connected routes of its interfaces, then its static routes): a live
+    /// `config reload`. `cfg` must name the running interfaces, in order,
+    /// with their addresses (only routes change live). Each worker swaps
+    /// tables between two batches; returns once every worker has, or
+    /// [`RoutesError::Worker`] after `timeout` (workers that did not answer
+    /// yet still apply it). Nothing changes on any other error.
+    pub fn set_routes(&self, cfg: &DataplaneConfig, timeout: Duration) -> Result<(), RoutesError> {
+        cfg.validate()?;
+        let names: Vec<&str> = cfg.interfaces.iter().map(|i| i.name.as_str()).collect();
+        let same_subnets = cfg.interfaces.len() == self.subnets.len()
+            && cfg.interfaces.iter().zip(&self.subnets).all(|(i, s)| {
+                let n = Subnet::of(i);
+                (n.net, n.prefix_len) == (s.net, s.prefix_len)
+            });
+        if names
+            != self
+                .interfaces
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+            || !same_subnets
+        {
+            return Err(RoutesError::Interfaces);
+        }
+        let mut tables = Vec::with_capacity(self.workers.len());
+        for _ in &self.workers {
+            tables.push(Box::new(
+                crate::route::RouteTable::from_config(cfg).map_err(RoutesError::Table)?,
+            ));
+        }
+        let shown = Forwarder::new(cfg)?.routes();
+        // The lock also orders concurrent callers: tables reach the workers in order.
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let (done_tx, done_rx) = bounded(self.workers.len());
+        let deadline = Instant::now() + timeout;
+        for (i, (w, table)) in self.workers.iter().zip(tables).enumerate() {
+            let cmd = Command::SetRoutes {
+                table,
+                done: done_tx.clone(),
+            };
+            if let Err(e) = w.commands.send_deadline(cmd, deadline) {
+                let why = match e {
+                    SendTimeoutError::Timeout(_) => "command queue full",
+                    SendTimeoutError::Disconnected(_) => "worker stopped",
+                };
+                return Err(RoutesError::Worker { worker: i, why });
+            }
+        }
+        *routes = shown;
+        for _ in &self.workers {
+            // Each answer is a worker's old table, freed here.
+            if done_rx.recv_deadline(deadline).is_err() {
+                return Err(RoutesError::Worker {
+                    worker: usize::MAX,
+                    why: "a worker did not confirm in time",
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Asks for a burst of `garp_count` gratuitous ARPs, `garp_interval`
@@ -550,6 +708,206 @@ impl Dataplane {
                 tracing::warn!("gratuitous ARP not requested: worker 0 command queue: {e}");
             }
         }
+    }
+
+    // ---------------------------------------------------------- stateful (issue 4)
+
+    /// The replication thread's ends of every worker's state-link channels
+    /// (see [`SyncEndpoints`]); `Some` once, and only with `sync`
+    /// configured. Until they are taken, outbound frames pile up and then
+    /// count `sync_overflow` (flagging a bulk sync), like a mate that is away.
+    pub fn take_sync_endpoints(&self) -> Option<SyncEndpoints> {
+        self.sync_endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Starts a bulk sync of worker `stream`'s tables and ARP entries, or of
+    /// every worker's with `None` (a standby joined, or asked after a gap it
+    /// could not repair). Each worker frames it BULK_BEGIN … BULK_END on
+    /// its outbound channel, a bounded number of records per loop iteration
+    /// paced by `sync.bulk_rate`, while it goes on forwarding; a bulk
+    /// already running restarts. Progress: [`Dataplane::bulk_progress`].
+    /// Also clears the stream's overflow flag.
+    pub fn start_bulk(&self, stream: Option<usize>) -> Result<(), StateError> {
+        self.require_sync()?;
+        let targets: Vec<usize> = match stream {
+            Some(s) if s < self.workers.len() => vec![s],
+            Some(s) => {
+                return Err(StateError::NoSuchStream {
+                    stream: s,
+                    workers: self.workers.len(),
+                })
+            }
+            None => (0..self.workers.len()).collect(),
+        };
+        for i in targets {
+            self.stateful_cmd(i, StatefulCommand::BulkSync)?;
+        }
+        Ok(())
+    }
+
+    /// Per worker (stream), the last bulk sync's `(done, total, finished)`
+    /// entries (ARP entries included; `(0, 0, false)` before the first).
+    /// Lock-free reads of atomics, for `show failover` ("bulk sync 45 %").
+    pub fn bulk_progress(&self) -> Vec<(u64, u64, bool)> {
+        self.workers
+            .iter()
+            .map(|w| w.sync.as_ref().map_or((0, 0, false), |s| s.bulk_progress()))
+            .collect()
+    }
+
+    /// Per worker (stream): were records lost (no free buffer, or the
+    /// outbound channel full) since the last call or bulk start? Reading
+    /// clears the flag. The replication thread starts a bulk sync of each
+    /// stream that says true.
+    pub fn sync_overflowed(&self) -> Vec<bool> {
+        self.workers
+            .iter()
+            .map(|w| w.sync.as_ref().is_some_and(|s| s.take_overflowed()))
+            .collect()
+    }
+
+    /// Up to `limit` connections over all workers (`show conn`), each
+    /// worker answering between two batches. Workers that do not answer
+    /// within 1 s are left out.
+    pub fn conns(&self, limit: usize) -> Result<Vec<ConnEntry>, StateError> {
+        self.require_state()?;
+        let mut all = Vec::new();
+        for i in 0..self.workers.len() {
+            let (tx, rx) = bounded(1);
+            self.stateful_cmd(
+                i,
+                StatefulCommand::Conns {
+                    limit: limit.saturating_sub(all.len()),
+                    reply: tx,
+                },
+            )?;
+            if let Ok(v) = rx.recv_timeout(COMMAND_WAIT) {
+                all.extend(v);
+            }
+        }
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Up to `limit` PAT xlates over all workers (`show xlate`).
+    pub fn xlates(&self, limit: usize) -> Result<Vec<XlateView>, StateError> {
+        self.require_state()?;
+        let mut all = Vec::new();
+        for i in 0..self.workers.len() {
+            let (tx, rx) = bounded(1);
+            self.stateful_cmd(
+                i,
+                StatefulCommand::Xlates {
+                    limit: limit.saturating_sub(all.len()),
+                    reply: tx,
+                },
+            )?;
+            if let Ok(v) = rx.recv_timeout(COMMAND_WAIT) {
+                all.extend(v);
+            }
+        }
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Live `(connections, xlates, SAs)` summed over workers (`show conn
+    /// count`), asked of each worker.
+    pub fn state_counts(&self) -> Result<(u64, u64, u64), StateError> {
+        self.require_state()?;
+        let mut sum = (0, 0, 0);
+        for i in 0..self.workers.len() {
+            let (tx, rx) = bounded(1);
+            self.stateful_cmd(i, StatefulCommand::Counts { reply: tx })?;
+            let (c, x, s) = rx
+                .recv_timeout(COMMAND_WAIT)
+                .map_err(|_| StateError::NoAnswer { worker: i })?;
+            sum = (sum.0 + c, sum.1 + x, sum.2 + s);
+        }
+        Ok(sum)
+    }
+
+    /// Adds (or replaces) an IPsec SA in the table of the worker that owns
+    /// its traffic ([`Dataplane::sa_worker`]); its record is replicated.
+    pub fn sa_add(&self, sa: SaEntry) -> Result<(), StateError> {
+        self.require_state()?;
+        let i = self.sa_worker(sa.peer, sa.local);
+        let (tx, rx) = bounded(1);
+        self.stateful_cmd(
+            i,
+            StatefulCommand::SaAdd {
+                sa: Box::new(sa),
+                reply: tx,
+            },
+        )?;
+        rx.recv_timeout(COMMAND_WAIT)
+            .map_err(|_| StateError::NoAnswer { worker: i })?
+            .map_err(StateError::Sa)
+    }
+
+    /// Removes an SA (from whichever worker holds it; the SPI alone does not
+    /// name the owner). Ok(false) when no worker had it.
+    pub fn sa_remove(&self, spi: u32, direction: SaDirection) -> Result<bool, StateError> {
+        self.require_state()?;
+        let mut found = false;
+        for i in 0..self.workers.len() {
+            let (tx, rx) = bounded(1);
+            self.stateful_cmd(
+                i,
+                StatefulCommand::SaRemove {
+                    spi,
+                    direction,
+                    reply: tx,
+                },
+            )?;
+            found |= rx
+                .recv_timeout(COMMAND_WAIT)
+                .map_err(|_| StateError::NoAnswer { worker: i })?;
+        }
+        Ok(found)
+    }
+
+    /// The worker whose shard holds the SA between `peer` and `local`: the
+    /// one ESP between them is steered to (the symmetric address hash of
+    /// `tandem_state::steer`, ports 0).
+    pub fn sa_worker(&self, peer: Ipv4Addr, local: Ipv4Addr) -> usize {
+        let mut hdr = [0u8; 20];
+        hdr[0] = 0x45;
+        hdr[9] = 50; // ESP
+        hdr[12..16].copy_from_slice(&peer.octets());
+        hdr[16..20].copy_from_slice(&local.octets());
+        usize::from(tandem_state::steer(&hdr, self.workers.len() as u16))
+    }
+
+    fn require_state(&self) -> Result<(), StateError> {
+        if self.stateful {
+            Ok(())
+        } else {
+            Err(StateError::NotConfigured { what: "state" })
+        }
+    }
+
+    fn require_sync(&self) -> Result<(), StateError> {
+        if self.workers.iter().all(|w| w.sync.is_some()) && !self.workers.is_empty() {
+            Ok(())
+        } else {
+            Err(StateError::NotConfigured { what: "sync" })
+        }
+    }
+
+    fn stateful_cmd(&self, worker: usize, cmd: StatefulCommand) -> Result<(), StateError> {
+        let w = &self.workers[worker];
+        w.commands
+            .send_timeout(Command::Stateful(cmd), COMMAND_WAIT)
+            .map_err(|e| StateError::Worker {
+                worker,
+                why: match e {
+                    SendTimeoutError::Timeout(_) => "command queue full for 1 s",
+                    SendTimeoutError::Disconnected(_) => "worker stopped",
+                },
+            })
     }
 
     /// Stops and joins every worker; returns their final counters.

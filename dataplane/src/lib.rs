@@ -12,6 +12,10 @@
 //! * [`ownership`]: which addresses and MACs each interface owns at run
 //!   time, and whether the unit forwards (failover takeover).
 //! * [`punt`]: failover protocol frames to and from the management thread.
+//! * [`stateful`], [`sync`]: the stateful stage glue (issue 4) — each
+//!   worker's `tandem_state::Shard` called around the route lookup, its
+//!   records batched into state-link frames, the mate's records applied,
+//!   bulk sync; and the channels to the replication thread.
 //! * [`Dataplane`]: starts workers, talks to them over bounded queues,
 //!   reads their counters.
 #![forbid(unsafe_code)]
@@ -24,23 +28,28 @@ mod handle;
 pub mod ownership;
 pub mod punt;
 pub mod route;
+pub mod stateful;
+pub mod sync;
 pub mod time;
 pub mod tx;
+mod wakeup;
 pub mod worker;
 
 pub use arp::{ArpRecord, ArpState};
 pub use config::{
     ArpTimers, ConfigError, DataplaneConfig, IdleStrategy, InterfaceConfig, RouteConfig, RunConfig,
-    TableSizes, MAX_BATCH,
+    SyncSettings, TableSizes, MAX_BATCH,
 };
 pub use counters::{CounterSnapshot, Counters, PortCounters, SharedCounters, SharedPortCounters};
 pub use forward::Forwarder;
-pub use handle::{ArpEntry, Dataplane, StartError, WorkerSpec};
+pub use handle::{ArpEntry, Dataplane, RoutesError, StartError, StateError, WorkerSpec};
 pub use ownership::{InterfaceOwnership, Ownership, OwnershipError, Role};
 pub use punt::{
     InjectError, InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM, INJECT_QUEUE, PUNT_BYTES, PUNT_QUEUE,
 };
 pub use route::{RouteEntry, RouteKind};
+pub use stateful::{ConnEntry, Stateful, StatefulCommand};
+pub use sync::{InboundTx, StreamEndpoint, SyncEndpoints, SyncPool, SyncShared, WorkerSync};
 pub use time::Timestamp;
 pub use tx::TxBatches;
 pub use worker::BatchLoop;

@@ -184,6 +184,8 @@ mod tests {
             tables: TableSizes::default(),
             arp: ArpTimers::default(),
             run: RunConfig::default(),
+            state: None,
+            sync: None,
         }
     }
 

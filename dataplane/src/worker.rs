@@ -12,20 +12,22 @@
 //! where an ownership change is applied, whole, between two batches) and
 //! applies the idle strategy.
 //!
-//! Inject latency: an injected frame is sent in the first iteration that
-//! starts after it was queued, and that iteration flushes TX at once. A
-//! worker that is spinning or busy starts one within an iteration; a worker
-//! blocked in `backend.wait` starts one when the wait returns, which is at
-//! most `IdleStrategy::SpinThenBlock::block` later (1 ms in the lab
-//! profile): the `Backend` trait has no way to wake a waiting worker yet.
-//! Before blocking, the worker checks the inject queue and does not block
-//! when it is non-empty.
+//! Wake-up: a worker blocked in the backend also watches its eventfd
+//! ([`tandem_io::wake::WakeFd`]), which the `Dataplane` handle signals
+//! after queueing anything for it (a command, a frame to inject, an inbound
+//! state-link frame). So an injected frame or a replicated record is handled
+//! within one iteration whether the worker is busy, spinning or blocked;
+//! the signal costs the producer one atomic swap while the worker is
+//! awake, and one `write` only when it is parked. Before blocking, the
+//! worker parks, re-checks its queues, and does not block when any is
+//! non-empty (see the protocol in `tandem_io::wake`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use tandem_io::wake::WakeFd;
 use tandem_io::{Backend, Frame};
 
 use crate::arp::ArpRecord;
@@ -60,6 +62,23 @@ pub enum Command {
     ArpProbe { interface: usize, recent: u8 },
     /// Send one broadcast ping on `interface` (seeds 004, "Broadcast Ping test").
     BroadcastPing { interface: usize },
+    /// Replace the route table between two batches (a live `config reload`)
+    /// and hand the old table back on `done`, so it is freed off the worker.
+    SetRoutes {
+        table: Box<crate::route::RouteTable>,
+        done: Sender<Box<crate::route::RouteTable>>,
+    },
+    /// A stateful-stage request (issue 4): views, SAs, bulk sync.
+    Stateful(crate::stateful::StatefulCommand),
+}
+
+// Here rather than in `route`: only `Command`'s derive needs it.
+impl std::fmt::Debug for crate::route::RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("routes", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A worker's answer to [`Command::ArpSnapshot`].
@@ -121,6 +140,12 @@ impl BatchLoop {
         self.inject.as_ref().is_some_and(|q| !q.is_empty())
     }
 
+    /// Is anything queued for this loop besides received frames (frames to
+    /// inject, inbound state-link frames)? A worker does not block then.
+    pub fn work_pending(&self) -> bool {
+        self.inject_pending() || self.fwd.stateful().is_some_and(|s| s.work_pending())
+    }
+
     /// One iteration of the loop at time `now`; returns the frames received.
     pub fn poll_once(&mut self, now: Timestamp, backend: &mut dyn Backend) -> usize {
         let ports = self.fwd.port_count().min(backend.port_count());
@@ -154,6 +179,9 @@ impl BatchLoop {
             self.fwd.handle_timeout(now, backend, &mut self.tx);
             busy = true;
         }
+        // Stateful stage (issue 4): inbound records, expiry sweep, bulk
+        // step, replication flush deadline. Nothing without `state`.
+        busy |= self.fwd.poll_stateful(now);
         if !self.tx.is_empty() {
             let since = *self.tx_since.get_or_insert(now);
             // Flush at once when the receive queues came up short (nothing
@@ -182,10 +210,11 @@ impl BatchLoop {
     /// The earliest time the loop has timed work (ARP, GARP, a held TX batch).
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let tx = self.tx_since.map(|t| t + self.tx_flush);
-        match (self.fwd.poll_timeout(), tx) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let sync = self.fwd.stateful().and_then(|s| s.poll_timeout());
+        [self.fwd.poll_timeout(), tx, sync]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Forwarder, TX and backend counters together.
@@ -197,6 +226,9 @@ impl BatchLoop {
         c.backend_rx_dropped = s.rx_dropped;
         c.backend_alloc_failed = s.alloc_failed;
         c.backend_syscalls = s.syscalls;
+        if let Some(st) = self.fwd.stateful() {
+            st.merge_counters(&mut c);
+        }
         c
     }
 }
@@ -231,6 +263,8 @@ pub(crate) struct Worker {
     pub shared: Arc<Published>,
     pub clock: Clock,
     pub idle: IdleStrategy,
+    /// Signalled by the handle after queueing work for this worker.
+    pub wake: Arc<WakeFd>,
 }
 
 /// Counters are also published this often when nothing is received, so
@@ -311,6 +345,13 @@ impl Worker {
                         let (fwd, tx) = bl.forwarder_and_tx();
                         fwd.send_broadcast_ping(backend, tx, interface, ping_seq);
                     }
+                    Ok(Command::SetRoutes { mut table, done }) => {
+                        bl.forwarder_mut().replace_routes(&mut table);
+                        // `table` now holds the old routes: freed by the
+                        // handle (or here, if the handle stopped waiting).
+                        let _ = done.try_send(table);
+                    }
+                    Ok(Command::Stateful(cmd)) => bl.forwarder_mut().stateful_command(now, cmd),
                     Ok(Command::ArpSnapshot(reply)) => {
                         // Control path: allocating the reply here is fine.
                         let mut records = Vec::new();
@@ -334,7 +375,11 @@ impl Worker {
                         std::hint::spin_loop();
                         continue;
                     }
-                    if bl.inject_pending() {
+                    // Parked before the re-check: whatever is queued after
+                    // it signals the eventfd (see the module doc).
+                    self.wake.park();
+                    if bl.work_pending() || !self.commands.is_empty() {
+                        self.wake.unpark();
                         continue;
                     }
                     // Never sleep on frames waiting for transmit.
@@ -343,12 +388,16 @@ impl Worker {
                         .next_deadline()
                         .map_or(block, |t| block.min(t.saturating_since(now)));
                     if !wait.is_zero() {
-                        backend.wait(wait);
+                        backend.wait_or_wake(wait, self.wake.fd());
                     }
+                    self.wake.unpark();
                 }
             }
         }
         bl.flush_tx(backend);
+        if let Some(st) = bl.forwarder_mut().stateful_mut() {
+            st.release_buffers();
+        }
         publish(&self.shared, bl, &*backend);
         tracing::info!(worker = self.idx, "worker stopped");
     }

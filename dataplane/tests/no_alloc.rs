@@ -121,3 +121,131 @@ fn steady_state_batches_allocate_nothing() {
     assert!(ports.load(0).rx > 2_000 * 30);
     assert_eq!(b.free_frames(), 1024);
 }
+
+/// The stateful path (issue 4) in steady state: established PAT flows in
+/// both directions through the stateful stage, the expiry sweep, live
+/// records into state-link frames, frames handed to (and recycled by) the
+/// replication side, and inbound frames applied: no allocation.
+#[test]
+fn stateful_batches_of_established_flows_allocate_nothing() {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tandem_dataplane::sync::channels;
+    use tandem_dataplane::SyncSettings;
+    use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
+
+    let mut cfg = config();
+    cfg.state = Some(StateConfig {
+        capacities: Capacities {
+            conns: 4096,
+            xlates: 4096,
+            sas: 16,
+        },
+        interfaces: vec![
+            IfacePolicy {
+                name: "outside".into(),
+                security_level: 0,
+                asr_group: None,
+            },
+            IfacePolicy {
+                name: "inside".into(),
+                security_level: 100,
+                asr_group: None,
+            },
+        ],
+        nat: vec![NatRule::DynamicPat {
+            real_if: 1,
+            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
+            mapped_if: 0,
+            mapped: OUT_IP,
+        }],
+        ..StateConfig::default()
+    });
+    let sy = SyncSettings {
+        buffers_per_worker: 64,
+        ..SyncSettings::default()
+    };
+    cfg.sync = Some(sy);
+    let mut fwd = Forwarder::new(&cfg).unwrap();
+    let (ws, ep) = channels(
+        0,
+        64,
+        sy.frame_size,
+        Arc::new(tandem_io::wake::WakeFd::new().unwrap()),
+    );
+    fwd.attach_sync(ws, &sy, 0).unwrap();
+    let mut bl = BatchLoop::new(fwd, &cfg.run);
+    let mut b = MemBackend::new(2, 1024, 2048, 256);
+    let shared = SharedCounters::default();
+    let udp_flow = |sport: u16, dport: u16, src_mac, dst_mac, src: Ipv4Addr, dst: Ipv4Addr| {
+        let bld = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(src.octets(), dst.octets(), 64)
+            .udp(sport, dport);
+        let mut v = Vec::new();
+        bld.write(&mut v, &[7; 18]).unwrap();
+        v
+    };
+    let mut now = Timestamp::ZERO;
+    // Neighbours, then 8 UDP flows from the inside host out (PAT).
+    assert!(b.inject(0, &arp_reply(C_MAC, C_IP, OUT_MAC, OUT_IP)));
+    assert!(b.inject(1, &arp_reply(S_MAC, S_IP, IN_MAC, IN_IP)));
+    for i in 0..8 {
+        assert!(b.inject(1, &udp_flow(20_000 + i, 53, S_MAC, IN_MAC, S_IP, C_IP)));
+    }
+    bl.poll_once(now, &mut b);
+    let mut mapped = Vec::new();
+    b.drain_tx(0, |f| {
+        if f.len() >= 42 && f[12..14] == [0x08, 0x00] {
+            mapped.push(u16::from_be_bytes([f[34], f[35]]));
+        }
+    });
+    assert_eq!(mapped.len(), 8, "8 flows PAT'ed");
+    // Built once: each flow's packets both ways.
+    let mut mix = Vec::new();
+    for (i, &m) in mapped.iter().enumerate() {
+        mix.push((
+            1,
+            udp_flow(20_000 + i as u16, 53, S_MAC, IN_MAC, S_IP, C_IP),
+        ));
+        mix.push((0, udp_flow(53, m, C_MAC, OUT_MAC, C_IP, OUT_IP)));
+    }
+    // The replication side: recycles outbound frames, and feeds one back
+    // inbound now and then (stamped with an epoch) so the apply path runs.
+    let mut run = |iters: u64, b: &mut MemBackend, now: &mut Timestamp| {
+        let mut forwarded = 0;
+        for i in 0..iters {
+            *now = *now + Duration::from_micros(200);
+            for (port, f) in &mix {
+                assert!(b.inject(*port, f));
+            }
+            bl.poll_once(*now, b);
+            shared.publish(&bl.counters(b));
+            forwarded += b.drain_tx(0, |_| {}) as u64 + b.drain_tx(1, |_| {}) as u64;
+            while let Ok(mut buf) = ep.outbound.try_recv() {
+                if i % 4 == 0 && buf.len() > 24 {
+                    buf.as_bytes_mut()[4..8].copy_from_slice(&1u32.to_be_bytes());
+                    if let Err(e) = ep.inbound.try_send(buf) {
+                        ep.pool.put(e.into_inner());
+                    }
+                } else {
+                    ep.pool.put(buf);
+                }
+            }
+        }
+        forwarded
+    };
+    run(500, &mut b, &mut now);
+    let before = allocs();
+    let forwarded = run(3_000, &mut b, &mut now);
+    let during = allocs() - before;
+    assert_eq!(during, 0, "allocations in stateful steady state");
+    assert_eq!(forwarded, 3_000 * 16);
+    let c = shared.load();
+    assert_eq!((c.conns, c.xlates), (8, 8));
+    assert!(c.sync_frames_out > 0 && c.sync_records_applied > 0, "{c:?}");
+    assert_eq!(
+        c.sync_overflow + c.drop_tcp_no_conn + c.drop_security_level,
+        0
+    );
+}

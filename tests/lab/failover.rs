@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use common::Unit;
 use tandem_netns::daemon::{log_dir, wait_until};
+use tandem_netns::pair::PairConfig;
 use tandem_netns::topology::{addr, PairLab};
 use tandem_netns::{have_privileges, Netns};
 
-const KEY: &str = "hex 00112233445566778899aabbccddeeff";
+const KEY: &str = tandem_netns::pair::LAB_KEY;
 
 /// Bound on every wait for a state; generous for debug builds on 2 shared cores.
 const SETTLE: Duration = Duration::from_secs(15);
@@ -25,71 +26,21 @@ fn config(ns: &Netns, name: &str, role: &str, key: &str, monitored: bool) -> Str
     let socket = log_dir()
         .expect("log dir")
         .join(format!("{}-{name}.sock", ns.name()));
-    format!(
-        r#"[unit]
-name = "{name}"
-profile = "lab"
-control_socket = "{socket}"
-
-[[interface]]
-name = "outside"
-device = "out0"
-address = "{out}/24"
-standby_address = "{out_b}"
-monitored = {monitored}
-
-[[interface]]
-name = "inside"
-device = "in0"
-address = "{ins}/24"
-standby_address = "{ins_b}"
-monitored = false
-
-[failover]
-role = "{role}"
-link_device = "fo0"
-link_active_ip = "{fo_a}"
-link_standby_ip = "{fo_b}"
-state_device = "st0"
-key = "{key}"
-unit_polltime = "10ms"
-unit_holdtime = "60ms"
-interface_polltime = "10ms"
-interface_holdtime = "50ms"
-link_state_polltime = "10ms"
-"#,
-        socket = socket.display(),
-        out = addr::OUTSIDE_UNIT,
-        out_b = addr::OUTSIDE_UNIT_B,
-        ins = addr::INSIDE_UNIT,
-        ins_b = addr::INSIDE_UNIT_B,
-        fo_a = addr::FAILOVER_A,
-        fo_b = addr::FAILOVER_B,
-    )
+    let mut c = PairConfig::new(name, role);
+    c.key = Some(key.into());
+    c.unit_timers_ms = (10, 60);
+    c.monitored = (monitored, false);
+    c.virtual_macs = false;
+    c.render(&socket)
 }
 
 fn state(u: &Unit) -> (String, Option<String>) {
-    let v = u.ctl_json(&["show", "failover"]);
-    (
-        v["this_host"]["state"].as_str().unwrap_or("?").to_string(),
-        v["other_host"]["state"].as_str().map(str::to_string),
-    )
+    common::failover_state(u)
 }
 
 /// Wait until `u` is in `this` and sees its mate in `other` (`None`: any).
 fn wait_state(u: &Unit, this: &str, other: Option<&str>, what: &str) {
-    let ok = wait_until(Instant::now() + SETTLE, || {
-        let (t, o) = state(u);
-        t == this && other.is_none_or(|w| o.as_deref() == Some(w))
-    });
-    if ok.is_err() {
-        panic!(
-            "{what}: wanted {this} / {other:?}, have {:?}\n{}\n{}",
-            state(u),
-            u.ctl(&["show", "failover"]),
-            u.log_tail()
-        );
-    }
+    common::wait_failover_state(u, this, other, what, SETTLE);
 }
 
 struct Pair {
@@ -600,4 +551,188 @@ fn a_joining_standby_receives_the_active_configuration_and_write_standby_resends
     );
     let (ok, _, err) = ctl_full(&p.b, &["write", "standby"]);
     assert!(!ok && err.contains("not active"), "{err}");
+}
+
+/// Whether `u`'s `show route` has `prefix`.
+fn has_route(u: &Unit, prefix: &str) -> bool {
+    u.ctl_json(&["show", "route"])
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|r| r["prefix"].as_str() == Some(prefix)))
+}
+
+#[test]
+fn config_reload_on_the_active_applies_live_and_replicates_and_a_later_standby_gets_it_at_join() {
+    if !have_privileges(
+        "config_reload_on_the_active_applies_live_and_replicates_and_a_later_standby_gets_it_at_join",
+    ) {
+        return;
+    }
+    let mut p = pair(KEY, false);
+    formed(&p);
+    let sync = |u: &Unit| {
+        u.ctl_json(&["show", "failover"])["config_sync"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let joined = wait_until(Instant::now() + SETTLE, || sync(&p.b).starts_with("done:"));
+    assert!(
+        joined.is_ok(),
+        "no join sync: {:?}\n{}",
+        sync(&p.b),
+        p.b.log_tail()
+    );
+    const NEW: &str = "198.19.77.0";
+    assert!(!has_route(&p.a, NEW) && !has_route(&p.b, NEW));
+    let original = std::fs::read_to_string(&p.a.config).expect("A's config");
+
+    // A bad file changes nothing, and the error names the key.
+    std::fs::write(
+        &p.a.config,
+        original.replace("unit_holdtime = \"60ms\"", "unit_holdtime = \"20ms\""),
+    )
+    .expect("write A's config");
+    let (ok, _, err) = ctl_full(&p.a, &["config", "reload"]);
+    assert!(!ok && err.contains("unit_holdtime"), "{err}");
+    // A change that needs a restart is refused whole, naming the key.
+    std::fs::write(
+        &p.a.config,
+        original.replace("name = \"inside\"", "name = \"inner\""),
+    )
+    .expect("write A's config");
+    let (ok, _, err) = ctl_full(&p.a, &["config", "reload"]);
+    assert!(
+        !ok && err.contains("need a restart") && err.contains(".name"),
+        "{err}"
+    );
+
+    // A new static route on the active: live here, replicated to the standby.
+    let changed = format!(
+        "{original}\n[[route]]\ndestination = \"{NEW}/24\"\ngateway = \"{}\"\n",
+        addr::INSIDE_SERVER
+    );
+    std::fs::write(&p.a.config, &changed).expect("write A's config");
+    let (ok, out, err) = ctl_full(&p.a, &["config", "reload"]);
+    assert!(ok, "{err}\n{}", p.a.log_tail());
+    assert!(
+        out.contains("applied live") && out.contains("replicated to the mate"),
+        "{out}"
+    );
+    assert!(has_route(&p.a, NEW), "{}", p.a.ctl(&["show", "route"]));
+    let live = wait_until(Instant::now() + SETTLE, || has_route(&p.b, NEW));
+    assert!(
+        live.is_ok(),
+        "the standby did not apply the replicated route: {}\n{}",
+        p.b.ctl(&["show", "route"]),
+        p.b.log_tail()
+    );
+    let log = p.a.log_tail();
+    assert!(
+        log.contains("Beginning configuration replication: Sending to mate")
+            && log.contains("End Configuration Replication to mate"),
+        "{log}"
+    );
+    assert!(sync(&p.b).contains("applied live"), "{}", sync(&p.b));
+    assert!(
+        p.b.ctl(&["show", "failover"])
+            .contains("Config sync: done:"),
+        "{}",
+        p.b.ctl(&["show", "failover"])
+    );
+    // Traffic still flows through the active.
+    traffic_through(&p, &p.a, "after the reload");
+
+    // A reload on the standby is refused (seeds 004, "Command Replication").
+    let (ok, _, err) = ctl_full(&p.b, &["config", "reload"]);
+    assert!(!ok && err.contains("its mate is active"), "{err}");
+
+    // A standby that starts later gets the route at join, applied live.
+    p.b.stop().expect("stop B");
+    let b_config = config(&p.lab.unit_b, "fwb", "secondary", KEY, false);
+    assert!(!b_config.contains(NEW));
+    p.b = Unit::start(&p.lab.unit_b, "fwb", &b_config).expect("B restarts");
+    formed(&p);
+    let at_join = wait_until(Instant::now() + SETTLE, || has_route(&p.b, NEW));
+    assert!(
+        at_join.is_ok(),
+        "the late standby lacks the route: {}\n{}",
+        p.b.ctl(&["show", "route"]),
+        p.b.log_tail()
+    );
+}
+
+#[test]
+fn monitored_interfaces_settle_normal_on_both_units_and_stay_normal_with_traffic() {
+    if !have_privileges(
+        "monitored_interfaces_settle_normal_on_both_units_and_stay_normal_with_traffic",
+    ) {
+        return;
+    }
+    // Both data interfaces monitored, interface timers nearer the seeds'
+    // shape (poll 100 ms, hold 500 ms: tests start after 2 missed hellos).
+    let cfg = |ns: &Netns, name: &str, role: &str| {
+        config(ns, name, role, KEY, true)
+            .replace("monitored = false", "monitored = true")
+            .replace(
+                "interface_polltime = \"10ms\"",
+                "interface_polltime = \"100ms\"",
+            )
+            .replace(
+                "interface_holdtime = \"50ms\"",
+                "interface_holdtime = \"500ms\"",
+            )
+    };
+    let lab = PairLab::new().expect("lab");
+    wait_carrier(&lab);
+    let a = Unit::start(&lab.unit_a, "fwa", &cfg(&lab.unit_a, "fwa", "primary")).expect("A");
+    wait_state(&a, "Active", None, "A alone");
+    let b = Unit::start(&lab.unit_b, "fwb", &cfg(&lab.unit_b, "fwb", "secondary")).expect("B");
+    let p = Pair { lab, a, b };
+    formed(&p);
+    // Every monitored interface of both hosts, as each unit sees them.
+    let statuses = |u: &Unit| -> Vec<String> {
+        let v = u.ctl_json(&["show", "monitor-interface"]);
+        ["this_host", "other_host"]
+            .iter()
+            .flat_map(|h| {
+                v[h]["interfaces"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|i| i["monitored"] == true)
+                    .map(move |i| format!("{h}/{}: {}", i["name"], i["status"]))
+            })
+            .collect()
+    };
+    let all_normal = |u: &Unit| {
+        let s = statuses(u);
+        s.len() == 4 && s.iter().all(|x| x.ends_with("\"Normal\""))
+    };
+    let settled = wait_until(Instant::now() + SETTLE, || {
+        all_normal(&p.a) && all_normal(&p.b)
+    });
+    assert!(
+        settled.is_ok(),
+        "not all Normal: A {:?} B {:?}\n{}\n{}",
+        statuses(&p.a),
+        statuses(&p.b),
+        p.a.ctl(&["show", "monitor-interface"]),
+        p.a.log_tail()
+    );
+    // Stays Normal (no false Testing/Failed) for a bounded period with traffic.
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        assert!(ping_ok(&p.lab), "traffic through the pair failed");
+        for u in [&p.a, &p.b] {
+            assert!(
+                all_normal(u),
+                "an interface left Normal: {:?}\n{}",
+                statuses(u),
+                u.log_tail()
+            );
+        }
+    }
+    assert_eq!(state(&p.a).0, "Active");
+    assert_eq!(state(&p.b).0, "Standby Ready");
 }

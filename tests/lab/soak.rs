@@ -17,87 +17,28 @@ use std::time::{Duration, Instant};
 
 use common::Unit;
 use tandem_netns::daemon::{log_dir, wait_until, Daemon};
+use tandem_netns::pair::{PairConfig, VMAC_OUTSIDE_COLONS};
 use tandem_netns::topology::{addr, PairLab};
 use tandem_netns::{have_privileges, Netns};
 
-const KEY: &str = "hex 00112233445566778899aabbccddeeff";
 /// Bound on every wait for a state; generous for debug builds on 2 shared cores.
 const SETTLE: Duration = Duration::from_secs(20);
 /// Offered load: moderate, so a debug tandemd keeps up on shared cores.
 const RATE: &str = "5000";
-/// The outside virtual MAC (stable across roles): the sender's destination.
-const OUTSIDE_VMAC: &str = "02:00:00:00:0a:01";
 
 fn config(ns: &Netns, name: &str, role: &str) -> String {
     let socket = log_dir()
         .expect("log dir")
         .join(format!("{}-{name}.sock", ns.name()));
-    format!(
-        r#"[unit]
-name = "{name}"
-profile = "lab"
-control_socket = "{socket}"
-
-[[interface]]
-name = "outside"
-device = "out0"
-address = "{out}/24"
-standby_address = "{out_b}"
-virtual_mac_active = "0200.0000.0a01"
-virtual_mac_standby = "0200.0000.0a02"
-monitored = false
-
-[[interface]]
-name = "inside"
-device = "in0"
-address = "{ins}/24"
-standby_address = "{ins_b}"
-virtual_mac_active = "0200.0000.0b01"
-virtual_mac_standby = "0200.0000.0b02"
-monitored = false
-
-[failover]
-role = "{role}"
-link_device = "fo0"
-link_active_ip = "{fo_a}"
-link_standby_ip = "{fo_b}"
-state_device = "st0"
-key = "{KEY}"
-unit_polltime = "10ms"
-unit_holdtime = "30ms"
-interface_polltime = "10ms"
-interface_holdtime = "50ms"
-link_state_polltime = "10ms"
-"#,
-        socket = socket.display(),
-        out = addr::OUTSIDE_UNIT,
-        out_b = addr::OUTSIDE_UNIT_B,
-        ins = addr::INSIDE_UNIT,
-        ins_b = addr::INSIDE_UNIT_B,
-        fo_a = addr::FAILOVER_A,
-        fo_b = addr::FAILOVER_B,
-    )
+    PairConfig::new(name, role).render(&socket)
 }
 
 fn state(u: &Unit) -> (String, Option<String>) {
-    let v = u.ctl_json(&["show", "failover"]);
-    (
-        v["this_host"]["state"].as_str().unwrap_or("?").to_string(),
-        v["other_host"]["state"].as_str().map(str::to_string),
-    )
+    common::failover_state(u)
 }
 
 fn wait_state(u: &Unit, this: &str, other: Option<&str>, what: &str) {
-    let ok = wait_until(Instant::now() + SETTLE, || {
-        let (t, o) = state(u);
-        t == this && other.is_none_or(|w| o.as_deref() == Some(w))
-    });
-    assert!(
-        ok.is_ok(),
-        "{what}: wanted {this} / {other:?}, have {:?}\n{}",
-        state(u),
-        u.log_tail()
-    );
+    common::wait_failover_state(u, this, other, what, SETTLE);
 }
 
 fn history(u: &Unit) -> Vec<serde_json::Value> {
@@ -218,7 +159,7 @@ fn pair_at_10_30_ms_stays_put_under_traffic() {
             "--backend",
             "io_uring",
             "--dst-mac",
-            OUTSIDE_VMAC,
+            VMAC_OUTSIDE_COLONS,
             "--src-ip",
             &client,
             "--dst-ip",

@@ -37,7 +37,7 @@ struct Cli {
     /// Offered load of the latency phase, frames per second.
     #[arg(long, default_value_t = 50_000, value_name = "PPS")]
     rate: u64,
-    /// Rows to run, comma separated (kernel, masquerade, afxdp, io_uring;
+    /// Rows to run, comma separated (kernel, masquerade, pat, afxdp, io_uring;
     /// default: all).
     #[arg(long, value_delimiter = ',', value_name = "ROWS")]
     rows: Vec<String>,
@@ -48,6 +48,11 @@ struct Cli {
     /// what pinning changes; the figures are then less repeatable).
     #[arg(long)]
     no_pin: bool,
+    /// Pin the unit's NAPI kthreads (out0, in0) to this core instead of the
+    /// forwarding core, in every row (a placement experiment; the header
+    /// of the table says so).
+    #[arg(long, value_name = "CORE")]
+    unit_napi_core: Option<usize>,
     /// Directory with the `lab` hardware profile tandemd runs with
     /// (default: the workspace's hw-profiles/).
     #[arg(long, value_name = "DIR")]
@@ -93,6 +98,7 @@ fn options(cli: &Cli) -> Result<Options, String> {
     }
     o.latency_rate_pps = cli.rate;
     o.pin_napi = !cli.no_pin;
+    o.unit_napi_core = cli.unit_napi_core;
     o.perf = cli.perf;
     if let Some(d) = &cli.profile_dir {
         o.profile_dir = d.clone();
@@ -103,7 +109,7 @@ fn options(cli: &Cli) -> Result<Options, String> {
             .iter()
             .map(|r| {
                 RowKind::parse(r).ok_or_else(|| {
-                    format!("--rows: unknown row {r:?} (kernel, masquerade, afxdp, io_uring)")
+                    format!("--rows: unknown row {r:?} (kernel, masquerade, pat, afxdp, io_uring)")
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use tandem_netns::pair::PairConfig;
 use tandem_netns::topology::{addr, PairLab};
 use tandem_netns::{log_dir, wait_for, Daemon, Netns};
 
@@ -14,64 +15,16 @@ use super::{ping_server, wait_carrier, Binaries, Options, Stream, Trial, SETTLE}
 use crate::forward::tools::profile_dir;
 use crate::forward::BenchError;
 
-const KEY: &str = "hex 00112233445566778899aabbccddeeff";
 /// Virtual MACs of the outside interface (the sender's destination) and
 /// the inside one: they move with the active role, so neither the client
 /// nor the server needs a new neighbour entry after a takeover.
 pub const OUTSIDE_VMAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0a, 0x01];
-const OUTSIDE_VMAC_CFG: (&str, &str) = ("0200.0000.0a01", "0200.0000.0a02");
-const INSIDE_VMAC_CFG: (&str, &str) = ("0200.0000.0b01", "0200.0000.0b02");
 
 /// The unit config of a pair member with unit timers `poll`/`hold` ms.
 pub fn config(socket: &str, name: &str, role: &str, poll: u64, hold: u64) -> String {
-    format!(
-        r#"[unit]
-name = "{name}"
-profile = "lab"
-control_socket = "{socket}"
-
-[[interface]]
-name = "outside"
-device = "out0"
-address = "{out}/24"
-standby_address = "{out_b}"
-virtual_mac_active = "{ova}"
-virtual_mac_standby = "{ovs}"
-monitored = false
-
-[[interface]]
-name = "inside"
-device = "in0"
-address = "{ins}/24"
-standby_address = "{ins_b}"
-virtual_mac_active = "{iva}"
-virtual_mac_standby = "{ivs}"
-monitored = false
-
-[failover]
-role = "{role}"
-link_device = "fo0"
-link_active_ip = "{fo_a}"
-link_standby_ip = "{fo_b}"
-state_device = "st0"
-key = "{KEY}"
-unit_polltime = "{poll}ms"
-unit_holdtime = "{hold}ms"
-interface_polltime = "10ms"
-interface_holdtime = "50ms"
-link_state_polltime = "10ms"
-"#,
-        out = addr::OUTSIDE_UNIT,
-        out_b = addr::OUTSIDE_UNIT_B,
-        ins = addr::INSIDE_UNIT,
-        ins_b = addr::INSIDE_UNIT_B,
-        fo_a = addr::FAILOVER_A,
-        fo_b = addr::FAILOVER_B,
-        ova = OUTSIDE_VMAC_CFG.0,
-        ovs = OUTSIDE_VMAC_CFG.1,
-        iva = INSIDE_VMAC_CFG.0,
-        ivs = INSIDE_VMAC_CFG.1,
-    )
+    let mut c = PairConfig::new(name, role);
+    c.unit_timers_ms = (poll, hold);
+    c.render(std::path::Path::new(socket))
 }
 
 /// A running tandemd of the pair.

@@ -2,8 +2,11 @@
 //! unit to a server on the veth lab
 //! (`client c0 ══ out0 unit in0 ══ s0 server`), with the unit being, row by
 //! row, the Linux kernel (plain forwarding; with nftables conntrack +
-//! masquerade) and tandemd (AF_XDP; io_uring), all measured in one run so
-//! the rows compare (DESIGN.md, "Performance").
+//! masquerade) and tandemd (AF_XDP; AF_XDP with connection tracking,
+//! security levels and PAT — the stateful counterpart of the masquerade row;
+//! io_uring), all measured in one run so the rows compare (DESIGN.md,
+//! "Performance"). pktgen sends one UDP flow in every row, so the stateful
+//! rows carry exactly one connection each.
 //!
 //! Per row: a fresh [`GatewayLab`](tandem_netns::GatewayLab) tuned as PLATFORM.md says (GRO on, TSO
 //! and TX checksum offload off, threaded NAPI), its NAPI kthreads pinned —
@@ -70,6 +73,11 @@ pub enum RowKind {
     Kernel,
     /// Linux forwarding with an nftables ruleset doing conntrack and masquerade.
     KernelMasquerade,
+    /// tandemd with `backend = "afxdp"`, stateful: connection tracking,
+    /// security levels (client side 100, server side 0) and dynamic PAT of
+    /// the client subnet to the unit's server-side address — the same work
+    /// as [`RowKind::KernelMasquerade`].
+    TandemAfXdpPat,
     /// tandemd with `backend = "afxdp"`.
     TandemAfXdp,
     /// tandemd with `backend = "io_uring"`.
@@ -77,9 +85,10 @@ pub enum RowKind {
 }
 
 impl RowKind {
-    pub const ALL: [RowKind; 4] = [
+    pub const ALL: [RowKind; 5] = [
         RowKind::Kernel,
         RowKind::KernelMasquerade,
+        RowKind::TandemAfXdpPat,
         RowKind::TandemAfXdp,
         RowKind::TandemIoUring,
     ];
@@ -89,6 +98,7 @@ impl RowKind {
         match self {
             RowKind::Kernel => "kernel",
             RowKind::KernelMasquerade => "kernel+conntrack+masquerade",
+            RowKind::TandemAfXdpPat => "tandem afxdp+conntrack+PAT",
             RowKind::TandemAfXdp => "tandem afxdp",
             RowKind::TandemIoUring => "tandem io_uring",
         }
@@ -104,6 +114,7 @@ impl RowKind {
             .or(match s.as_str() {
                 "masquerade" | "nat" | "conntrack" => Some(RowKind::KernelMasquerade),
                 "afxdp" | "tandem-afxdp" => Some(RowKind::TandemAfXdp),
+                "pat" | "afxdp-pat" | "stateful" => Some(RowKind::TandemAfXdpPat),
                 "io_uring" | "io-uring" | "uring" | "tandem-io_uring" => {
                     Some(RowKind::TandemIoUring)
                 }
@@ -114,10 +125,15 @@ impl RowKind {
     /// The `unit.backend` value for tandem rows.
     pub fn tandem_backend(self) -> Option<&'static str> {
         match self {
-            RowKind::TandemAfXdp => Some("afxdp"),
+            RowKind::TandemAfXdp | RowKind::TandemAfXdpPat => Some("afxdp"),
             RowKind::TandemIoUring => Some("io_uring"),
             _ => None,
         }
+    }
+
+    /// tandemd rows that run the stateful stage with PAT.
+    pub fn tandem_stateful(self) -> bool {
+        self == RowKind::TandemAfXdpPat
     }
 }
 
@@ -137,6 +153,12 @@ pub struct Options {
     pub frame_len: usize,
     /// Core of the unit's forwarding work: its NAPI kthreads, tandemd's worker.
     pub forward_core: usize,
+    /// Core of the unit's own NAPI kthreads (`out0`, `in0`) when not the
+    /// forwarding core (`--unit-napi-core`): an experiment in placement, the
+    /// same for every row. For the kernel rows the NAPI kthread *is* the
+    /// forwarding; for tandem on AF_XDP copy mode it is the copy into the
+    /// UMEM. Default: `None`, the forwarding core.
+    pub unit_napi_core: Option<usize>,
     /// Core of the generator, the sink and the hosts' NAPI kthreads.
     pub traffic_core: usize,
     /// How long the receiver waits after the last frame before it reports.
@@ -178,6 +200,7 @@ impl Default for Options {
             // The lab hardware profile pins tandemd's worker to core 1.
             forward_core: 1,
             traffic_core: 0,
+            unit_napi_core: None,
             drain: Duration::from_millis(500),
             pin_napi: true,
             sink_fifo: true,

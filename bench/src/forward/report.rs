@@ -125,6 +125,28 @@ fn kernel_pps(rows: &[RowOutcome]) -> Option<f64> {
         .filter(|p| *p > 0.0)
 }
 
+/// The stateful bar (issue 4): tandem with conntrack + PAT forwards at least
+/// the pps of the kernel's conntrack + masquerade, both measured in this run.
+/// Every row sends one UDP flow (pktgen `--flows 1`): one connection through
+/// both stateful units.
+fn stateful_bar(rows: &[RowOutcome]) -> Option<String> {
+    let pps = |k: RowKind| {
+        rows.iter()
+            .find(|r| r.kind == k)
+            .and_then(|r| r.result.as_ref().ok())
+            .map(|r| r.median.pps)
+    };
+    let tandem = pps(RowKind::TandemAfXdpPat)?;
+    let kernel = pps(RowKind::KernelMasquerade).filter(|p| *p > 0.0)?;
+    let ratio = tandem / kernel;
+    Some(format!(
+        "bar: {} ≥ {} (one UDP flow = one connection in both): {ratio:.2}× — {}",
+        RowKind::TandemAfXdpPat.name(),
+        RowKind::KernelMasquerade.name(),
+        if ratio >= 1.0 { "PASS" } else { "FAIL" }
+    ))
+}
+
 /// One JSON object per row, one per line. A row that could not run has
 /// `"error"` and no figures.
 pub fn json_lines(rows: &[RowOutcome]) -> String {
@@ -167,6 +189,13 @@ pub fn table(rows: &[RowOutcome], opts: &Options) -> String {
          generator/sink on core {}",
         opts.frame_len, opts.forward_core, opts.traffic_core
     );
+    if let Some(c) = opts.unit_napi_core.filter(|&c| c != opts.forward_core) {
+        let _ = writeln!(
+            s,
+            "placement experiment (--unit-napi-core {c}): the unit's NAPI kthreads (out0, in0) \
+             run on core {c}, not on the forwarding core, in every row"
+        );
+    }
     let _ = writeln!(
         s,
         "throughput: {:?} flat out; latency: {:?} at {} pps; median of {} run(s)",
@@ -226,6 +255,9 @@ pub fn table(rows: &[RowOutcome], opts: &Options) -> String {
                 );
             }
         }
+    }
+    if let Some(line) = stateful_bar(rows) {
+        let _ = writeln!(s, "{line}");
     }
     let mut notes = String::new();
     for r in rows {

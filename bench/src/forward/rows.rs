@@ -43,14 +43,36 @@ impl Tandemd {
         backend: &str,
         bins: &Binaries,
         profile_dir: &std::path::Path,
+        stateful: bool,
     ) -> Result<Tandemd, BenchError> {
         let dir = log_dir()?;
-        let name = format!("bench-{}", backend.replace('_', "-"));
+        let name = format!(
+            "bench-{}{}",
+            backend.replace('_', "-"),
+            if stateful { "-pat" } else { "" }
+        );
         let socket = dir.join(format!("{}-{name}.sock", lab.unit.name()));
         let config = dir.join(format!("{}-{name}.toml", lab.unit.name()));
         // reachable_s: the sink's XDP program keeps the server from
         // answering ARP during the phases (see the module doc of `forward`),
         // so the entry learned before them must not expire.
+        // Stateful rows (ctrl/examples/stateful-pair.toml): the client side
+        // is the more trusted one, and its subnet leaves the server side
+        // PATed to the unit's inside address, as the kernel row masquerades.
+        let (out_level, in_level, nat) = if stateful {
+            (
+                "security_level = 100\n",
+                "security_level = 0\n",
+                format!(
+                    "\n[[nat]]\ntype = \"pat\"\nreal = \"{}/{}\"\nreal_interface = \"outside\"\n\
+                     mapped_interface = \"inside\"\nmapped = \"interface\"\n",
+                    addr::OUTSIDE_NET,
+                    addr::PREFIX_LEN
+                ),
+            )
+        } else {
+            ("", "", String::new())
+        };
         let toml = format!(
             r#"[unit]
 name = "{name}"
@@ -62,15 +84,15 @@ control_socket = "{socket}"
 name = "outside"
 device = "out0"
 address = "{out}/24"
-
+{out_level}
 [[interface]]
 name = "inside"
 device = "in0"
 address = "{ins}/24"
-
+{in_level}
 [arp]
 reachable_s = 3600
-"#,
+{nat}"#,
             socket = socket.display(),
             out = addr::OUTSIDE_UNIT,
             ins = addr::INSIDE_UNIT,
@@ -157,6 +179,30 @@ reachable_s = 3600
             }
         }
         Ok(sum)
+    }
+
+    /// What the stateful stage did (`show xlate`): proof that the row's
+    /// traffic was translated, not merely forwarded.
+    fn xlate_note(&self) -> String {
+        match self.ctl(&["show", "xlate"]) {
+            Ok(v) => {
+                let first = v["xlates"].get(0).map_or("none".to_string(), |x| {
+                    format!(
+                        "{} {}:{} → {}:{}",
+                        x["proto"].as_str().unwrap_or("?"),
+                        x["real"].as_str().unwrap_or("?"),
+                        x["real_port"],
+                        x["mapped"].as_str().unwrap_or("?"),
+                        x["mapped_port"]
+                    )
+                });
+                format!(
+                    "stateful stage: {} PAT xlates at the end (most {}), e.g. {first}",
+                    v["in_use"], v["most_used"]
+                )
+            }
+            Err(e) => format!("stateful stage: show xlate failed: {e}"),
+        }
     }
 
     fn fail(&self, what: String) -> BenchError {
@@ -265,7 +311,13 @@ impl RowLab {
                 None
             }
             Some(backend) => {
-                let t = Tandemd::start(&lab, backend, bins, &opts.profile_dir)?;
+                let t = Tandemd::start(
+                    &lab,
+                    backend,
+                    bins,
+                    &opts.profile_dir,
+                    kind.tandem_stateful(),
+                )?;
                 let (chosen, reason) = t.backend()?;
                 say(&format!(
                     "row {}: tandemd runs backend {chosen} ({reason})",
@@ -302,9 +354,10 @@ impl RowLab {
                 Some((t, chosen))
             }
         };
+        let unit_napi = opts.unit_napi_core.unwrap_or(opts.forward_core);
         let plan = [
-            (Which::Unit, "out0", opts.forward_core, false),
-            (Which::Unit, "in0", opts.forward_core, false),
+            (Which::Unit, "out0", unit_napi, false),
+            (Which::Unit, "in0", unit_napi, false),
             (Which::Client, "c0", opts.traffic_core, true),
             (Which::Server, "s0", opts.traffic_core, true),
         ];
@@ -456,6 +509,9 @@ impl RowLab {
                 Err(e) => self
                     .notes
                     .push(format!("tandemd counters unavailable: {e}")),
+            }
+            if self.kind.tandem_stateful() {
+                self.notes.push(t.xlate_note());
             }
             let status = t
                 .daemon

@@ -122,6 +122,17 @@ pub enum StaleCause {
     FailoverLinkFailed,
 }
 
+impl fmt::Display for StaleCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StaleCause::StateLinkDown => "the state link is down",
+            StaleCause::FailoverLinkFailed => {
+                "the state link is shared with the failover link, which failed"
+            }
+        })
+    }
+}
+
 /// The reason for a state change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {

@@ -115,6 +115,19 @@ impl Unit {
         ) && self.mate_present()
     }
 
+    /// Stop monitoring as if the mate had gone (tests end, Testing reads Unknown); the next
+    /// `sync_monitoring` starts it again with the configuration in force ([`Unit::reconfigure`]).
+    pub(crate) fn restart_monitoring(&mut self) {
+        self.monitoring = false;
+        for m in &mut self.ifaces {
+            m.test = None;
+            m.hello_deadline = None;
+            if m.mon == InterfaceStatus::Testing {
+                m.mon = InterfaceStatus::Unknown;
+            }
+        }
+    }
+
     pub(crate) fn sync_monitoring(&mut self, now: Timestamp) {
         let want = self.wants_monitoring();
         if want == self.monitoring {

@@ -658,6 +658,47 @@ impl Unit {
         self.flush(now);
     }
 
+    /// Live reconfiguration (`config reload`, or a configuration replicated from the mate). Takes
+    /// from `config` only what can change while running: unit and interface timers, link-state
+    /// polltime, interface policy, each interface's `monitored` flag (by position) and gratuitous
+    /// ARP; keeps everything else (role, links, interfaces, addresses, MACs) — the caller refuses
+    /// changes to those. The result is validated against `floors`; nothing changes on error.
+    ///
+    /// Periodic timers restart from `now` with the new periods (a hello goes out at once, a
+    /// running hold timer is re-armed for the new holdtime) and interface monitoring restarts:
+    /// tests in progress end and a Testing interface reads Unknown until its next hello or test,
+    /// so no verdict mixes two configurations.
+    pub fn reconfigure(
+        &mut self,
+        now: Timestamp,
+        config: &Config,
+        floors: &TimerFloors,
+    ) -> Result<(), ConfigErrors> {
+        let mut next = self.cfg.clone();
+        next.unit = config.unit;
+        next.interface = config.interface;
+        next.link_state_polltime = config.link_state_polltime;
+        next.interface_policy = config.interface_policy;
+        next.garp = config.garp;
+        for (i, n) in next.interfaces.iter_mut().zip(&config.interfaces) {
+            i.monitored = n.monitored;
+        }
+        next.validate(floors)?;
+        self.cfg = next;
+        if self.enabled {
+            self.arm(Timer::Hello, now);
+            if self.timers[Timer::Hold as usize].is_some() {
+                self.arm(Timer::Hold, now + self.cfg.unit.holdtime);
+            }
+            self.arm(Timer::InterfaceHello, now + self.cfg.interface.polltime);
+        }
+        self.arm(Timer::LinkPoll, now + self.cfg.link_state_polltime);
+        self.restart_monitoring();
+        self.hello_pending = true;
+        self.flush(now);
+        Ok(())
+    }
+
     // ----- internals: timers -----
 
     pub(crate) fn arm(&mut self, t: Timer, at: Timestamp) {

@@ -33,6 +33,12 @@ pub enum Command {
     ShowArp,
     ShowCounters,
     ShowVersion,
+    /// `show conn`: the connection table (up to [`SHOW_CONN_LIMIT`] lines).
+    ShowConn,
+    /// `show conn count`: connections in use and the most ever in use.
+    ShowConnCount,
+    /// `show xlate`: the PAT translations (up to [`SHOW_CONN_LIMIT`]).
+    ShowXlate,
     ShowFailover,
     ShowFailoverState,
     ShowFailoverHistory,
@@ -43,6 +49,12 @@ pub enum Command {
     NoFailover,
     Failover,
     WriteStandby,
+    /// `config reload`: re-read the configuration file and apply what changed live
+    /// ([`crate::reload`]); on the active unit, replicate it to the standby.
+    ConfigReload,
+    /// `config reload force` (`tandemctl --force config reload`): also on a standby unit, which
+    /// is then out of sync with its mate until the next configuration replication.
+    ConfigReloadForce,
     /// `failover exec mate|active|standby <command>`: run a command on a unit of the pair.
     Exec(Exec),
 }
@@ -119,6 +131,15 @@ pub const EXEC_HELP: (&str, &str) = (
 );
 
 impl Command {
+    /// An operator query (`show …`): it changes nothing, so the daemon logs it at debug only.
+    pub fn is_query(self) -> bool {
+        let inner = match self {
+            Command::Exec(e) => e.command(),
+            c => c,
+        };
+        inner.words().starts_with("show ")
+    }
+
     /// Whether the failover (HA) thread answers this command.
     pub fn is_failover(self) -> bool {
         matches!(
@@ -164,6 +185,21 @@ pub const COMMANDS: &[(&str, Command, &str)] = &[
         "show version",
         Command::ShowVersion,
         "version, unit, profile, packet I/O backend, uptime",
+    ),
+    (
+        "show conn",
+        Command::ShowConn,
+        "connections (stateful units): protocol, both endpoints with interfaces, translation, idle, state",
+    ),
+    (
+        "show conn count",
+        Command::ShowConnCount,
+        "connections in use and the most used since start (stateful units)",
+    ),
+    (
+        "show xlate",
+        Command::ShowXlate,
+        "PAT translations: real and mapped address and port, connections, idle (stateful units)",
     ),
     (
         "show failover",
@@ -215,7 +251,36 @@ pub const COMMANDS: &[(&str, Command, &str)] = &[
         Command::WriteStandby,
         "send this (active) unit's configuration to the standby again",
     ),
+    (
+        "config reload",
+        Command::ConfigReload,
+        "re-read the config file, apply what changed live (the active replicates it to the standby)",
+    ),
+    (
+        "config reload force",
+        Command::ConfigReloadForce,
+        "config reload, also on a standby unit (which is then out of sync with the active)",
+    ),
 ];
+
+/// The command list of `tandemctl --help`: every row of [`COMMANDS`] and
+/// `failover exec` ([`EXEC_HELP`]), so the help cannot drift from what the
+/// daemon parses (tested against the table).
+pub fn help_text() -> String {
+    let mut help = String::from("Commands (words may be abbreviated to a unique prefix):\n");
+    let width = COMMANDS
+        .iter()
+        .map(|(w, _, _)| w.len())
+        .chain([EXEC_HELP.0.len()])
+        .max()
+        .unwrap_or(16);
+    for (words, _, what) in COMMANDS {
+        help.push_str(&format!("  {words:<width$}  {what}\n"));
+    }
+    help.push_str(&format!("  {:<width$}  {}\n", EXEC_HELP.0, EXEC_HELP.1));
+    help.push_str("\n`--force` with `config reload` applies it on a standby unit too.\n");
+    help
+}
 
 /// A command line that is not a command.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -480,6 +545,101 @@ pub trait ControlSource {
     fn failover(&self, _cmd: Command) -> Option<Response> {
         None
     }
+    /// `config reload` (`force`: also on a standby unit).
+    fn config_reload(&self, _force: bool) -> Response {
+        Response::error("`config reload` is not available here")
+    }
+    /// `show conn`; `Err` names why not (a stateless unit).
+    fn conns(&self) -> Result<ConnsView, String> {
+        Err(NOT_STATEFUL.into())
+    }
+    /// `show conn count`.
+    fn conn_count(&self) -> Result<ConnCountView, String> {
+        Err(NOT_STATEFUL.into())
+    }
+    /// `show xlate`.
+    fn xlates(&self) -> Result<XlatesView, String> {
+        Err(NOT_STATEFUL.into())
+    }
+}
+
+/// The answer of the stateful views on a stateless unit.
+pub const NOT_STATEFUL: &str = "this unit is not stateful (no [[nat]], [[access_rule]], security_level, [timeouts] or `stateful = true` in its configuration)";
+
+/// Most lines `show conn` and `show xlate` return (the answer stays well
+/// under [`MAX_LINE`]); the counts are always complete.
+pub const SHOW_CONN_LIMIT: usize = 2000;
+
+/// One connection of `show conn`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnLine {
+    /// `tcp`, `udp`, `icmp`.
+    pub proto: String,
+    /// The originating side: its interface, address and port (ICMP: echo id).
+    pub in_if: String,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    /// The responding side, as the originator addressed it.
+    pub out_if: String,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    /// The source as translated (PAT or static NAT); equal to src/sport without NAT.
+    pub xlated_src: Ipv4Addr,
+    pub xlated_sport: u16,
+    /// The destination as translated (static de-NAT).
+    pub xlated_dst: Ipv4Addr,
+    pub xlated_dport: u16,
+    /// TCP state (`ESTABLISHED`, …), `-` for UDP and ICMP.
+    pub state: String,
+    pub idle_ms: u64,
+    /// Replicated to the mate (HTTP only with `replication_http`).
+    pub replicated: bool,
+}
+
+/// `show conn`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnsView {
+    /// Connections in use (all workers).
+    pub in_use: u64,
+    /// The most in use at once since tandemd started.
+    pub most_used: u64,
+    /// At most [`SHOW_CONN_LIMIT`].
+    pub conns: Vec<ConnLine>,
+}
+
+/// `show conn count`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnCountView {
+    pub in_use: u64,
+    /// High-water mark since start (sampled every second and at every query).
+    pub most_used: u64,
+    pub xlates: u64,
+    pub sas: u64,
+}
+
+/// One PAT translation of `show xlate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XlateLine {
+    pub proto: String,
+    /// `pat`.
+    pub kind: String,
+    pub real: Ipv4Addr,
+    pub real_port: u16,
+    pub mapped: Ipv4Addr,
+    pub mapped_port: u16,
+    /// Connections using it.
+    pub conns: u32,
+    /// Since its last connection went (0 while in use).
+    pub idle_ms: u64,
+}
+
+/// `show xlate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XlatesView {
+    pub in_use: u64,
+    /// High-water mark since start (sampled every second and at every query).
+    pub most_used: u64,
+    pub xlates: Vec<XlateLine>,
 }
 
 /// Answer one command from `src`.
@@ -490,6 +650,11 @@ pub fn execute(src: &dyn ControlSource, cmd: Command) -> Response {
         Command::ShowArp => Response::ok(src.arp()),
         Command::ShowCounters => Response::ok(src.counters()),
         Command::ShowVersion => Response::ok(src.version()),
+        Command::ShowConn => src.conns().map_or_else(Response::error, Response::ok),
+        Command::ShowConnCount => src.conn_count().map_or_else(Response::error, Response::ok),
+        Command::ShowXlate => src.xlates().map_or_else(Response::error, Response::ok),
+        Command::ConfigReload => src.config_reload(false),
+        Command::ConfigReloadForce => src.config_reload(true),
         c if c.is_failover() => src.failover(c).unwrap_or_else(|| {
             Response::error(format!(
                 "`{c}`: failover is not configured on this unit (no [failover] section)"
@@ -527,13 +692,19 @@ mod tests {
 
     #[test]
     fn commands_parse_with_unique_prefixes() {
-        const ALL: &str = "show interface, show route, show arp, show counters, show version, show failover, show failover state, show failover history, show monitor-interface, failover active, no failover active, failover reset, no failover, failover, write standby";
+        const ALL: &str = "show interface, show route, show arp, show counters, show version, show conn, show conn count, show xlate, show failover, show failover state, show failover history, show monitor-interface, failover active, no failover active, failover reset, no failover, failover, write standby, config reload, config reload force";
         let cases: &[(&str, Result<Command, String>)] = &[
             ("show interface", Ok(Command::ShowInterface)),
             ("  SHOW   Route ", Ok(Command::ShowRoute)),
             ("sh int", Ok(Command::ShowInterface)),
             ("sh ar", Ok(Command::ShowArp)),
-            ("s c", Ok(Command::ShowCounters)),
+            ("s cou", Ok(Command::ShowCounters)),
+            ("sh conn c", Ok(Command::ShowConnCount)),
+            ("sh x", Ok(Command::ShowXlate)),
+            (
+                "s c",
+                Err("ambiguous command \"s c\": could be show counters, show conn".into()),
+            ),
             ("show ver", Ok(Command::ShowVersion)),
             ("sh fail", Ok(Command::ShowFailover)),
             ("sh fail hist", Ok(Command::ShowFailoverHistory)),
@@ -541,6 +712,8 @@ mod tests {
             ("no fail act", Ok(Command::NoFailoverActive)),
             ("fail act", Ok(Command::FailoverActive)),
             ("failover", Ok(Command::Failover)),
+            ("conf rel", Ok(Command::ConfigReload)),
+            ("config reload force", Ok(Command::ConfigReloadForce)),
             ("", Err(format!("empty command; commands: {ALL}"))),
             (
                 "show bogus",
@@ -732,6 +905,9 @@ pub struct FailoverStatus {
     /// `done: …`, `in progress …`, `failed: …`); `None` before any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_sync: Option<String>,
+    /// Stateful replication over the state link (stateful units only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::ReplicationStatus>,
 }
 
 /// The answer of an operator failover command.

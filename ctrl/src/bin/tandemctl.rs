@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tandem_ctrl::api::client::{choose_socket, Client, RUN_DIR};
-use tandem_ctrl::api::{Command, COMMANDS};
+use tandem_ctrl::api::{help_text, Command};
 use tandem_ctrl::render;
 
 /// Talk to a running tandemd.
@@ -36,6 +36,11 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// With `config reload`: apply it on a standby unit too (which is then
+    /// out of sync with the active unit until the next replication).
+    #[arg(long, global = true)]
+    force: bool,
+
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     timeout: u64,
@@ -46,19 +51,22 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let mut help = String::from("Commands:\n");
-    for (words, _, what) in COMMANDS {
-        help.push_str(&format!("  {words:<16} {what}\n"));
-    }
-    let matches = Cli::command().after_help(help).get_matches();
+    let matches = Cli::command().after_help(help_text()).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
     let line = cli.words.join(" ");
-    let cmd = match Command::parse(&line) {
-        Ok(c) => c,
-        Err(e) => {
+    let cmd = match (Command::parse(&line), cli.force) {
+        (Ok(c), false) => c,
+        (Ok(Command::ConfigReload | Command::ConfigReloadForce), true) => {
+            Command::ConfigReloadForce
+        }
+        (Ok(c), true) => {
+            eprintln!("tandemctl: --force applies to `config reload` only, not to `{c}`");
+            return ExitCode::from(2);
+        }
+        (Err(e), _) => {
             eprintln!("tandemctl: {e}");
             return ExitCode::from(2);
         }
@@ -76,7 +84,12 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    let timeout = Duration::from_secs(cli.timeout.max(1));
+    // A manual failover may wait for replication to complete first
+    // (`tandem_ctrl::ha::REPLICATION_WAIT`): wait at least that long for it.
+    let mut timeout = Duration::from_secs(cli.timeout.max(1));
+    if matches!(cmd, Command::FailoverActive | Command::NoFailoverActive) {
+        timeout = timeout.max(tandem_ctrl::ha::command_timeout(cmd) + Duration::from_secs(1));
+    }
     let resp = match Client::connect(&socket, timeout).and_then(|mut c| c.request(cmd.words())) {
         Ok(r) => r,
         Err(e) => {

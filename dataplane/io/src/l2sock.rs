@@ -7,6 +7,7 @@
 //! [`L2Socket::recv`] waits with `poll()` for at most the given timeout, and
 //! [`L2Socket::fd`] lets a caller poll several sockets at once.
 
+use crate::uring::sock::setsockopt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -60,6 +61,10 @@ fn ifindex(ifname: &str) -> Result<i32, L2Error> {
     })
 }
 
+/// Receive and send buffer sizes asked for (see [`L2Socket::open`]).
+const L2_RCVBUF: i32 = 8 << 20;
+const L2_SNDBUF: i32 = 4 << 20;
+
 impl L2Socket {
     /// Open a socket receiving and sending `ethertype` frames on `ifname`.
     pub fn open(ifname: &str, ethertype: u16) -> Result<L2Socket, L2Error> {
@@ -98,6 +103,18 @@ impl L2Socket {
         };
         if rc < 0 {
             return Err(os("bind"));
+        }
+        // A state-link bulk sync bursts thousands of frames: deep buffers
+        // keep a briefly busy reader from losing them (each loss costs a NAK
+        // and a retransmission). Best effort: FORCE needs CAP_NET_ADMIN.
+        for (force, plain, size) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, L2_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, L2_SNDBUF),
+        ] {
+            let raw = fd.as_raw_fd();
+            if setsockopt(raw, libc::SOL_SOCKET, force, &size).is_err() {
+                let _ = setsockopt(raw, libc::SOL_SOCKET, plain, &size);
+            }
         }
         Ok(L2Socket {
             fd,

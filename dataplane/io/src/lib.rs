@@ -25,7 +25,10 @@ pub mod pool;
 pub mod region;
 #[cfg(target_os = "linux")]
 pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod wake;
 
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 /// Index of a port (interface) within one backend, in the order the ports
@@ -111,6 +114,15 @@ pub trait Backend: Send {
     /// passes. Used by the idle strategy after a short spin; may return
     /// early (spuriously).
     fn wait(&mut self, timeout: Duration);
+
+    /// Like [`Backend::wait`], but also returns when `wake` (an eventfd,
+    /// see [`wake::WakeFd`]) becomes readable, so another thread can wake a
+    /// blocked worker at once. The default ignores `wake` (fine for
+    /// backends whose `wait` does not block, like the in-memory one).
+    fn wait_or_wake(&mut self, timeout: Duration, wake: RawFd) {
+        let _ = wake;
+        self.wait(timeout);
+    }
 
     /// Counters since open.
     fn stats(&self) -> BackendStats;

@@ -145,6 +145,8 @@ pub fn config() -> DataplaneConfig {
             },
             tx_flush: Duration::ZERO,
         },
+        state: None,
+        sync: None,
     }
 }
 

@@ -112,11 +112,16 @@ fn check_ipv4(data: &[u8]) {
             assert_eq!(s.payload().payload, ours.payload());
         }
     }
-    agree(
-        h.to_header().calc_header_checksum(),
-        ours.checksum(),
-        ours.verify_checksum(),
-    );
+    // etherparse does not model the reserved ("evil") flag bit: its
+    // recomputed checksum leaves it out, so it is no oracle for such headers.
+    let reserved_flag = data[6] & 0x80 != 0;
+    if !reserved_flag {
+        agree(
+            h.to_header().calc_header_checksum(),
+            ours.checksum(),
+            ours.verify_checksum(),
+        );
+    }
 }
 
 /// etherparse's recomputed checksum equals the stored one exactly when tandem's verification

@@ -135,3 +135,35 @@ address = "{ins}/24"
         self.daemon.stop(Duration::from_secs(10))
     }
 }
+
+/// This host's and the mate's failover state, from `show failover --json`.
+pub fn failover_state(u: &Unit) -> (String, Option<String>) {
+    let v = u.ctl_json(&["show", "failover"]);
+    (
+        v["this_host"]["state"].as_str().unwrap_or("?").to_string(),
+        v["other_host"]["state"].as_str().map(str::to_string),
+    )
+}
+
+/// Wait (bounded by `within`) until `u` is in `this` and sees its mate in
+/// `other` (`None`: any); panics with `show failover` and the log otherwise.
+pub fn wait_failover_state(
+    u: &Unit,
+    this: &str,
+    other: Option<&str>,
+    what: &str,
+    within: Duration,
+) {
+    let ok = wait_until(Instant::now() + within, || {
+        let (t, o) = failover_state(u);
+        t == this && other.is_none_or(|w| o.as_deref() == Some(w))
+    });
+    if ok.is_err() {
+        panic!(
+            "{what}: wanted {this} / {other:?}, have {:?}\n{}\n{}",
+            failover_state(u),
+            u.ctl(&["show", "failover"]),
+            u.log_tail()
+        );
+    }
+}

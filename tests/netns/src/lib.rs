@@ -23,6 +23,8 @@ use std::sync::Once;
 use std::time::Duration;
 
 pub mod daemon;
+pub mod pair;
+pub mod streams;
 pub mod topology;
 
 pub use daemon::{log_dir, wait_for, wait_until, Daemon};

@@ -294,6 +294,15 @@ impl PairLab {
         Ok(())
     }
 
+    /// TX checksum offload off on the client's and server's veths (see
+    /// [`GatewayLab::host_checksums_in_software`]): TCP through tandem needs it.
+    pub fn host_checksums_in_software(&self) -> Result<(), LabError> {
+        ensure_tool("ethtool", "ethtool")?;
+        self.client.exec("ethtool", &["-K", "c0", "tx", "off"])?;
+        self.server.exec("ethtool", &["-K", "s0", "tx", "off"])?;
+        Ok(())
+    }
+
     /// Address the failover and state links (A .1, B .2) for units whose
     /// hellos and replication go through kernel sockets.
     pub fn kernel_links(&self) -> Result<(), LabError> {

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use super::ring::ConsRing;
@@ -20,8 +21,11 @@ use crate::pool::FramePool;
 use crate::region::Region;
 use crate::{Backend, BackendStats, Frame, FrameConfig, OpenError, PortId};
 
-/// Copy-mode TX sends at most this many frames per `sendto` kick
-/// (`TX_BATCH_SIZE` in net/xdp/xsk.c; PLATFORM.md measured it).
+/// Copy-mode TX sends at most this many frames per `sendto` kick by default
+/// (`TX_BATCH_SIZE` in net/xdp/xsk.c; PLATFORM.md measured it). Since Linux
+/// 6.17 the socket's `XDP_MAX_TX_SKB_BUDGET` raises it; `bind_all` sets the
+/// ring size, so one kick sends a whole TX batch. This value bounds `kick`'s
+/// loop either way.
 const COPY_FRAMES_PER_KICK: u32 = 32;
 
 /// Headroom the kernel leaves before received data in each UMEM slot
@@ -290,6 +294,13 @@ impl AfXdpBackend {
                         bind_error(*queue, zero_copy, e),
                     )
                 })?;
+            if !zero_copy {
+                // One kick per TX batch instead of one per 32 frames; best
+                // effort (older kernels keep 32, and `kick` loops anyway).
+                if let Err(e) = xsk.set_tx_budget(frames.ring_size) {
+                    tracing::debug!(ifname, error = %e, "XDP_MAX_TX_SKB_BUDGET not set");
+                }
+            }
             socks.push(Port {
                 xsk,
                 ifname: ifname.to_string(),
@@ -420,8 +431,9 @@ impl AfXdpBackend {
             }
             return;
         }
-        // Copy mode transmits inside the syscall, 32 frames per call: kick
-        // until the ring is empty, the kernel makes no progress (device
+        // Copy mode transmits inside the syscall, up to the socket's TX
+        // budget per call (32 on kernels before 6.17): kick until the ring
+        // is empty, the kernel makes no progress (device
         // queue busy, completion ring full), or the bound is hit.
         let max_kicks = p.xsk.tx.size() / COPY_FRAMES_PER_KICK + 2;
         for _ in 0..max_kicks {
@@ -608,7 +620,8 @@ impl Backend for AfXdpBackend {
             p.revents = 0;
         }
         // SAFETY: `pollfds` is a valid array of that many pollfd entries,
-        // each naming a socket this backend owns.
+        // each naming a socket this backend owns (plus, from
+        // `wait_or_wake`, the caller's wake fd: poll only reads fd numbers).
         let _ = unsafe {
             libc::poll(
                 self.pollfds.as_mut_ptr(),
@@ -617,6 +630,18 @@ impl Backend for AfXdpBackend {
             )
         };
         self.stats.syscalls += 1;
+    }
+
+    fn wait_or_wake(&mut self, timeout: Duration, wake: RawFd) {
+        // The wake fd joins the poll set for this one call (the first push
+        // grows the vector once; later ones reuse its capacity).
+        self.pollfds.push(libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.wait(timeout);
+        self.pollfds.pop();
     }
 
     fn stats(&self) -> BackendStats {

@@ -293,6 +293,13 @@ impl Xsk {
         };
     }
 
+    /// Copy mode: let one TX kick send up to `frames` frames instead of the
+    /// kernel's default 32 (`XDP_MAX_TX_SKB_BUDGET`, Linux ≥ 6.17; an older
+    /// kernel answers ENOPROTOOPT and keeps 32).
+    pub fn set_tx_budget(&self, frames: u32) -> io::Result<()> {
+        sys::setsockopt(self.fd(), sys::SOL_XDP, sys::XDP_MAX_TX_SKB_BUDGET, &frames)
+    }
+
     /// Kernel drop counters for this socket.
     pub fn statistics(&self) -> io::Result<sys::XdpStatistics> {
         sys::getsockopt::<sys::XdpStatistics>(self.fd(), sys::SOL_XDP, sys::XDP_STATISTICS)

@@ -27,6 +27,8 @@ pub const XDP_UMEM_FILL_RING: libc::c_int = 5;
 pub const XDP_UMEM_COMPLETION_RING: libc::c_int = 6;
 pub const XDP_STATISTICS: libc::c_int = 7;
 pub const XDP_OPTIONS: libc::c_int = 8;
+/// Frames one copy-mode TX `sendto` may send (Linux ≥ 6.17; default 32).
+pub const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
 pub const XDP_OPTIONS_ZEROCOPY: u32 = 1 << 0;
 

@@ -16,6 +16,8 @@ pub(crate) enum Token {
     Send(u64),
     /// A cancel request (teardown); its completion carries nothing to free.
     Cancel,
+    /// The one-shot poll on the caller's wake fd (`wait_or_wake`).
+    Wake,
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -23,6 +25,7 @@ const PAYLOAD_MASK: u64 = (1 << 48) - 1;
 const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_CANCEL: u64 = 3;
+const KIND_WAKE: u64 = 4;
 
 impl Token {
     /// Largest payload (port index or frame address) a token can carry.
@@ -33,6 +36,7 @@ impl Token {
             Token::Recv(port) => (KIND_RECV << KIND_SHIFT) | (port as u64 & PAYLOAD_MASK),
             Token::Send(addr) => (KIND_SEND << KIND_SHIFT) | (addr & PAYLOAD_MASK),
             Token::Cancel => KIND_CANCEL << KIND_SHIFT,
+            Token::Wake => KIND_WAKE << KIND_SHIFT,
         }
     }
 
@@ -43,6 +47,7 @@ impl Token {
             KIND_RECV => Some(Token::Recv(payload as PortId)),
             KIND_SEND => Some(Token::Send(payload)),
             KIND_CANCEL => Some(Token::Cancel),
+            KIND_WAKE => Some(Token::Wake),
             _ => None,
         }
     }
@@ -225,6 +230,7 @@ mod tests {
             Token::Send(4095 * 2048),
             Token::Send(Token::MAX_PAYLOAD),
             Token::Cancel,
+            Token::Wake,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

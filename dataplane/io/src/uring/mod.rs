@@ -55,13 +55,13 @@
 
 mod book;
 mod bufring;
-mod sock;
+pub(crate) mod sock;
 
 pub use sock::fanout_id;
 
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring};
@@ -206,6 +206,9 @@ pub struct UringBackend {
     kernel_stats_at: Instant,
     /// The thread that armed the receives (see `follow_thread`).
     armed_by: Option<std::thread::ThreadId>,
+    /// The wake fd a one-shot poll is armed on (`wait_or_wake`), until its
+    /// completion is reaped.
+    wake_armed: Option<RawFd>,
     stats: BackendStats,
     ustats: UringStats,
 }
@@ -375,6 +378,7 @@ impl UringBackend {
             replenish_from: 0,
             kernel_stats_at: Instant::now(),
             armed_by: None,
+            wake_armed: None,
             stats: BackendStats::default(),
             ustats: UringStats::default(),
         })
@@ -498,6 +502,7 @@ impl UringBackend {
                         }
                     }
                 }
+                Some(Token::Wake) => self.wake_armed = None,
                 Some(Token::Cancel) | None => {}
             }
         }
@@ -803,6 +808,22 @@ impl Backend for UringBackend {
             Err(_) => self.ustats.submit_errors += 1,
         }
         self.reap();
+    }
+
+    fn wait_or_wake(&mut self, timeout: Duration, wake: RawFd) {
+        // One one-shot poll on the wake fd stays armed until it fires (its
+        // completion ends the wait below); re-armed on the next wait.
+        if self.wake_armed != Some(wake) {
+            let e = opcode::PollAdd::new(types::Fd(wake), libc::POLLIN as u32)
+                .build()
+                .user_data(Token::Wake.encode());
+            // SAFETY: a poll request carries no buffer of ours; the fd is
+            // the caller's eventfd, which outlives the worker using us.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                self.wake_armed = Some(wake);
+            }
+        }
+        self.wait(timeout);
     }
 
     fn stats(&self) -> BackendStats {

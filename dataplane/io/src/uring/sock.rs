@@ -48,7 +48,7 @@ fn os(ifname: &str, what: &'static str) -> OpenError {
     OpenError::os(ifname, what, io::Error::last_os_error())
 }
 
-fn setsockopt<T>(fd: RawFd, level: i32, name: i32, val: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(fd: RawFd, level: i32, name: i32, val: &T) -> io::Result<()> {
     // SAFETY: `val` is a live, initialised T and the length passed is its
     // exact size, so the kernel reads only memory we own.
     let rc = unsafe {

@@ -16,6 +16,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use tandem_netns::daemon::{log_dir, wait_for, Daemon};
+use tandem_netns::pair::{PairConfig, VMAC_OUTSIDE};
 use tandem_netns::topology::{addr, ensure_tool, GatewayLab};
 use tandem_netns::{have_privileges, LabError};
 
@@ -273,60 +274,14 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> LabError {
     }
 }
 
-/// Virtual MACs of the outside and inside interfaces (seeds: virtual MACs
-/// keep the gateway's MAC stable across failover).
-const VMAC_OUT_ACTIVE: &str = "0200.5e00.0101";
-const VMAC_OUT_STANDBY: &str = "0200.5e00.0102";
-const VMAC_IN_ACTIVE: &str = "0200.5e00.0201";
-const VMAC_IN_STANDBY: &str = "0200.5e00.0202";
+/// The demo pair's failover key.
 const DEMO_KEY: &str = "hex 5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
 
 fn pair_config(name: &str, role: &str, socket: &Path) -> String {
-    format!(
-        r#"[unit]
-name = "{name}"
-profile = "lab"
-control_socket = "{socket}"
-
-[[interface]]
-name = "outside"
-device = "out0"
-address = "{out}/24"
-standby_address = "{out_b}"
-virtual_mac_active = "{VMAC_OUT_ACTIVE}"
-virtual_mac_standby = "{VMAC_OUT_STANDBY}"
-monitored = false
-
-[[interface]]
-name = "inside"
-device = "in0"
-address = "{ins}/24"
-standby_address = "{ins_b}"
-virtual_mac_active = "{VMAC_IN_ACTIVE}"
-virtual_mac_standby = "{VMAC_IN_STANDBY}"
-monitored = false
-
-[failover]
-role = "{role}"
-link_device = "fo0"
-link_active_ip = "{fo_a}"
-link_standby_ip = "{fo_b}"
-state_device = "st0"
-key = "{DEMO_KEY}"
-unit_polltime = "10ms"
-unit_holdtime = "50ms"
-interface_polltime = "10ms"
-interface_holdtime = "50ms"
-link_state_polltime = "10ms"
-"#,
-        socket = socket.display(),
-        out = addr::OUTSIDE_UNIT,
-        out_b = addr::OUTSIDE_UNIT_B,
-        ins = addr::INSIDE_UNIT,
-        ins_b = addr::INSIDE_UNIT_B,
-        fo_a = addr::FAILOVER_A,
-        fo_b = addr::FAILOVER_B,
-    )
+    let mut c = PairConfig::new(name, role);
+    c.key = Some(DEMO_KEY.into());
+    c.unit_timers_ms = (10, 50);
+    c.render(socket)
 }
 
 /// `tandemctl -s SOCK args` (text), or the error text.
@@ -439,7 +394,7 @@ fn pair_demo() -> Result<(), LabError> {
     )?);
 
     step("UDP: pktgen 64-byte frames at 20 kpps, client → VIP → server; SIGKILL of the active unit after 2 s");
-    let vmac = VMAC_OUT_ACTIVE.replace('.', "");
+    let vmac = VMAC_OUTSIDE.0.replace('.', "");
     let vmac = (0..6)
         .map(|i| &vmac[2 * i..2 * i + 2])
         .collect::<Vec<_>>()

@@ -1,0 +1,649 @@
+//! The replication bench's veth rows: two real replication threads (`ReplicationHandle`, its
+//! `Sender`/`Receiver`, AES-256-GCM secure link, AF_PACKET socket on EtherType 0x88B6) in two
+//! network namespaces joined by a veth pair. The bench plays each unit's worker through fake
+//! `StreamPort`s: the active "worker" owns a real shard and writes its records into a real
+//! `FrameEncoder`; the standby "worker" applies delivered frames into a real shard. Same process,
+//! one clock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver as Rx, Sender as Tx};
+use hdrhistogram::Histogram;
+use tandem_ctrl::replication::{
+    ReplicationHandle, ReplicationRole, StateTables, StreamPort, ETHERTYPE,
+};
+use tandem_io::l2sock::L2Socket;
+use tandem_netns::{veth, Netns};
+use tandem_state::records::{RecordSink, KIND_CONN, OP_UPSERT};
+use tandem_state::{BulkCursor, Shard, StateConfig};
+use tandem_sync::wire::{emit_sequenced, Frame, FrameType};
+use tandem_sync::{FrameEncoder, Put, SyncBuf};
+
+use super::fixture;
+use super::inproc::short;
+use super::{mega, BenchError, RowReport, BAR_BULK, BAR_LAG};
+
+/// Frame buffers per unit's worker (fewer than the sender's ring, which is 3/4 of the outbound
+/// channel: the pool, not an eviction, is what throttles a bulk sync).
+const BUFFERS: usize = 512;
+/// Capacity of the outbound and inbound channels.
+const CHANNEL: usize = 1024;
+/// The data path's flush deadline for a partial frame (`SyncSettings::flush`).
+const FLUSH: Duration = Duration::from_micros(100);
+/// Bound on every wait for the pair (session, bulk request, ready, delivery).
+const SETTLE: Duration = Duration::from_secs(20);
+/// Records per `Shard::bulk` call (one worker batch).
+const BULK_BATCH: usize = 256;
+
+/// One unit's worker side of stream 0, as the replication thread sees it.
+struct Port {
+    outbound: Rx<SyncBuf>,
+    pool: (Tx<SyncBuf>, Rx<SyncBuf>),
+    inbound: Tx<SyncBuf>,
+}
+
+impl StreamPort for Port {
+    fn outbound(&self) -> &Rx<SyncBuf> {
+        &self.outbound
+    }
+    fn get(&self) -> Option<SyncBuf> {
+        self.pool.1.try_recv().ok()
+    }
+    fn put(&self, mut buf: SyncBuf) {
+        buf.clear();
+        let _ = self.pool.0.try_send(buf);
+    }
+    fn deliver(&self, buf: SyncBuf) -> Result<(), SyncBuf> {
+        self.inbound.try_send(buf).map_err(|e| e.into_inner())
+    }
+}
+
+/// The bench's ends of a [`Port`].
+#[derive(Clone)]
+struct Worker {
+    out: Tx<SyncBuf>,
+    delivered: Rx<SyncBuf>,
+    pool: (Tx<SyncBuf>, Rx<SyncBuf>),
+}
+
+fn port() -> (Box<dyn StreamPort>, Worker) {
+    let (out_tx, out_rx) = bounded(CHANNEL);
+    let (in_tx, in_rx) = bounded(CHANNEL);
+    let pool = bounded(BUFFERS);
+    for _ in 0..BUFFERS {
+        let _ = pool.0.send(SyncBuf::with_capacity(fixture::frame_size()));
+    }
+    (
+        Box::new(Port {
+            outbound: out_rx,
+            pool: pool.clone(),
+            inbound: in_tx,
+        }),
+        Worker {
+            out: out_tx,
+            delivered: in_rx,
+            pool,
+        },
+    )
+}
+
+/// The active unit's tables as the replication thread sees them: a bulk request goes to the
+/// bench's active worker.
+struct Tables(Tx<u16>);
+
+impl StateTables for Tables {
+    fn start_bulk(&self, stream: u16) {
+        let _ = self.0.try_send(stream);
+    }
+    fn take_overflowed(&self) -> Vec<bool> {
+        vec![false]
+    }
+}
+
+/// Two units' replication threads on a veth pair in two namespaces; A active, B standby.
+struct Pair {
+    a: ReplicationHandle,
+    b: ReplicationHandle,
+    wa: Worker,
+    wb: Worker,
+    bulk_requests: Rx<u16>,
+    _ns: (Netns, Netns),
+}
+
+impl Pair {
+    /// `rmem`: `net.core.rmem_default` in both namespaces before the sockets open (the state
+    /// link's socket does not size its receive buffer itself).
+    fn new(rmem: Option<u64>) -> Result<Pair, BenchError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(BenchError::Setup("needs root (network namespaces)".into()));
+        }
+        let na = Netns::new("rpa")?;
+        let nb = Netns::new("rpb")?;
+        veth(&na, "st0", &nb, "st0")?;
+        if let Some(r) = rmem {
+            na.sysctl("net.core.rmem_default", &r.to_string())?;
+            nb.sysctl("net.core.rmem_default", &r.to_string())?;
+        }
+        let open = |ns: &Netns| -> Result<L2Socket, BenchError> {
+            let _g = ns.enter()?;
+            L2Socket::open("st0", ETHERTYPE).map_err(|e| BenchError::Setup(e.to_string()))
+        };
+        let (sa, sb) = (open(&na)?, open(&nb)?);
+        let (pa, wa) = port();
+        let (pb, wb) = port();
+        let (bulk_tx, bulk_requests) = bounded(16);
+        let (idle_tx, _idle_rx) = bounded(16);
+        let sec = fixture::security()?;
+        let err = |e: tandem_ctrl::replication::ReplicationError| BenchError::Setup(e.to_string());
+        let a = ReplicationHandle::with_socket(sa, &sec, vec![pa], Arc::new(Tables(bulk_tx)), None)
+            .map_err(err)?;
+        let b = ReplicationHandle::with_socket(sb, &sec, vec![pb], Arc::new(Tables(idle_tx)), None)
+            .map_err(err)?;
+        a.link().set_role(ReplicationRole::Active);
+        b.link().set_role(ReplicationRole::Standby);
+        Ok(Pair {
+            a,
+            b,
+            wa,
+            wb,
+            bulk_requests,
+            _ns: (na, nb),
+        })
+    }
+
+    /// Waits for the standby's bulk request to reach the active worker.
+    fn bulk_request(&self, timeout: Duration) -> Result<(), BenchError> {
+        self.bulk_requests
+            .recv_timeout(timeout)
+            .map(|_| ())
+            .map_err(|_| BenchError::Timeout("the standby's bulk-sync request".into()))
+    }
+}
+
+/// The active worker's record sink: an encoder whose frames go to the replication thread's
+/// outbound channel, buffers from the worker's pool (waiting for one, bounded, as the pool is
+/// the flow control: buffers come back when the mate acknowledges).
+struct ChanSink {
+    enc: FrameEncoder,
+    w: Worker,
+    now: u64,
+    bulk: bool,
+    lost: u64,
+    error: Option<String>,
+}
+
+impl ChanSink {
+    fn new(w: &Worker) -> Result<ChanSink, BenchError> {
+        Ok(ChanSink {
+            enc: FrameEncoder::new(0, fixture::frame_size())
+                .map_err(|e| BenchError::Setup(e.to_string()))?,
+            w: w.clone(),
+            now: 0,
+            bulk: false,
+            lost: 0,
+            error: None,
+        })
+    }
+
+    fn fail(&mut self, e: &str) {
+        self.lost += 1;
+        if self.error.is_none() {
+            self.error = Some(e.into());
+        }
+    }
+
+    fn buffer(&mut self) -> Option<SyncBuf> {
+        self.w.pool.1.recv_timeout(SETTLE).ok()
+    }
+
+    fn attach(&mut self) -> bool {
+        if self.enc.has_buffer() {
+            return true;
+        }
+        match self.buffer() {
+            Some(b) => {
+                let _ = self.enc.begin(b, self.bulk);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(b) = self.enc.finish() {
+            if self.w.out.send_timeout(b, SETTLE).is_err() {
+                self.fail("outbound channel stuck");
+            }
+        }
+    }
+
+    /// BULK_BEGIN (`total` entries) or BULK_END, as the worker emits them.
+    fn control(&mut self, ty: FrameType, arg: u32) {
+        let Some(mut b) = self.buffer() else {
+            return self.fail("no buffer for a bulk control frame");
+        };
+        b.clear();
+        match emit_sequenced(ty, 0, 0, 0, arg, b.spare_mut()) {
+            Ok(n) => {
+                b.set_len(n);
+                if self.w.out.send_timeout(b, SETTLE).is_err() {
+                    self.fail("outbound channel stuck");
+                }
+            }
+            Err(_) => self.fail("bulk control frame does not fit"),
+        }
+    }
+}
+
+impl RecordSink for ChanSink {
+    fn put(&mut self, kind: u8, op: u8, key: u64, payload: &[u8]) {
+        if !self.attach() {
+            return self.fail("no free frame buffer");
+        }
+        if self.enc.put(self.now, kind, op, key, payload) == Put::Full {
+            self.flush();
+            if !self.attach() || self.enc.put(self.now, kind, op, key, payload) != Put::Written {
+                self.fail("record does not fit an empty frame");
+            }
+        }
+    }
+}
+
+/// A whole bulk sync of `shard` through `sink` (a sink of its own: the live encoder's open frame
+/// is not disturbed), one worker batch per clock reading.
+fn send_bulk(shard: &Shard, sink: &mut ChanSink, epoch: Instant) {
+    let (c, x, s) = shard.counts();
+    sink.bulk = true;
+    sink.control(
+        FrameType::BulkBegin,
+        u32::try_from(c + x + s).unwrap_or(u32::MAX),
+    );
+    let mut cursor = BulkCursor::default();
+    loop {
+        sink.now = fixture::ns_since(epoch);
+        if shard.bulk(&mut cursor, sink.now, sink, BULK_BATCH).finished {
+            break;
+        }
+    }
+    sink.flush();
+    sink.control(FrameType::BulkEnd, 0);
+}
+
+/// What the standby worker saw.
+struct Applied {
+    shard: Shard,
+    applied: u64,
+    rejected: u64,
+    first_error: Option<String>,
+    bulk_end_at: Option<Instant>,
+    lag: Histogram<u64>,
+}
+
+/// The standby worker: applies every delivered frame into its shard until `stop`, or until a
+/// complete bulk has ended when `until_bulk_end`; conn upserts with a number below
+/// `created.len()` record their lag (now − creation time on the active).
+fn standby_worker(
+    w: Worker,
+    cfg: StateConfig,
+    epoch: Instant,
+    created: Arc<Vec<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+    until_bulk_end: bool,
+) -> thread::JoinHandle<Result<Applied, BenchError>> {
+    thread::spawn(move || {
+        let mut a = Applied {
+            shard: fixture::shard(&cfg, 2)?,
+            applied: 0,
+            rejected: 0,
+            first_error: None,
+            bulk_end_at: None,
+            lag: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(|e| BenchError::Setup(e.to_string()))?,
+        };
+        let mut in_bulk = false;
+        let hard = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Acquire) && Instant::now() < hard {
+            let Ok(buf) = w.delivered.recv_timeout(Duration::from_millis(5)) else {
+                continue;
+            };
+            let now = fixture::ns_since(epoch);
+            let mut end = false;
+            match Frame::parse(buf.as_bytes()) {
+                Ok(Frame::Data { records, .. }) => {
+                    for r in records {
+                        match a.shard.apply(now, r.kind, r.op, r.payload) {
+                            Ok(()) => a.applied += 1,
+                            Err(e) => {
+                                a.rejected += 1;
+                                if a.first_error.is_none() {
+                                    a.first_error = Some(e.to_string());
+                                }
+                            }
+                        }
+                        if r.kind == KIND_CONN && r.op == OP_UPSERT {
+                            let t = fixture::conn_number(r.payload)
+                                .and_then(|i| created.get(i as usize))
+                                .map(|t| t.load(Ordering::Acquire));
+                            if let Some(t) = t.filter(|t| *t != 0) {
+                                let _ = a.lag.record(now.saturating_sub(t).max(1));
+                            }
+                        }
+                    }
+                }
+                Ok(Frame::BulkBegin { .. }) => {
+                    // A standby clears its stream's entries before a bulk (`Shard::clear`).
+                    a.shard.clear();
+                    in_bulk = true;
+                }
+                Ok(Frame::BulkEnd { .. }) => {
+                    if in_bulk {
+                        a.bulk_end_at = Some(Instant::now());
+                        end = until_bulk_end;
+                    }
+                    in_bulk = false;
+                }
+                _ => {}
+            }
+            let mut buf = buf;
+            buf.clear();
+            let _ = w.pool.0.try_send(buf);
+            if end {
+                break;
+            }
+        }
+        Ok(a)
+    })
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> Result<(), BenchError> {
+    let deadline = Instant::now() + SETTLE;
+    while !f() {
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout(what.into()));
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Bulk sync of `conns` connections over the real replication threads.
+pub fn bulk_row(conns: u64, rmem: Option<u64>, say: &mut dyn FnMut(&str)) -> RowReport {
+    let name = row_name("bulk sync, veth + AEAD, repl threads", rmem);
+    say(&format!("{name}: {conns} connections"));
+    match bulk(conns, rmem, say) {
+        Ok((secs, applied, sent)) => {
+            let per_million = secs * 1e6 / conns.max(1) as f64;
+            RowReport {
+                name,
+                bulk_ms: Some(secs * 1e3),
+                records: Some(applied),
+                conns: Some(conns),
+                records_per_s: Some(applied as f64 / secs),
+                figure: format!("{:.0} ms / {} conns", secs * 1e3, short(conns)),
+                bar: BAR_BULK.into(),
+                pass: Some(per_million <= 2.0),
+                note: format!(
+                    "active worker: Shard::bulk → FrameEncoder; repl threads: Sender → \
+                     AES-256-GCM → AF_PACKET over veth → Receiver; standby worker: \
+                     Shard::apply; 4 threads on this 2-core box; {applied} records \
+                     ({} records/s), {sent}{}",
+                    mega(applied as f64 / secs),
+                    if conns < 1_000_000 {
+                        format!("; verdict scaled to 1 M: {per_million:.2} s")
+                    } else {
+                        String::new()
+                    }
+                ),
+                ..RowReport::default()
+            }
+        }
+        Err(e) => RowReport::failed(&name, BAR_BULK, e),
+    }
+}
+
+/// The row's name, with the receive buffer when it is not the kernel's default.
+fn row_name(base: &str, rmem: Option<u64>) -> String {
+    match rmem {
+        Some(r) => format!("{base}, rmem {} KiB", r / 1024),
+        None => base.to_string(),
+    }
+}
+
+fn bulk(
+    conns: u64,
+    rmem: Option<u64>,
+    say: &mut dyn FnMut(&str),
+) -> Result<(f64, u64, String), BenchError> {
+    let cap = u32::try_from(conns + conns / 16)
+        .unwrap_or(u32::MAX)
+        .max(1024);
+    let cfg = fixture::config(cap, conns);
+    let mut active = fixture::shard(&cfg, 1)?;
+    fixture::fill(&mut active, 0, 0..conns)?;
+    let (c, x, _) = active.counts();
+    say(&format!(
+        "{c} connections, {x} xlates on the active shard; starting the pair"
+    ));
+    let pair = Pair::new(rmem)?;
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = standby_worker(
+        pair.wb.clone(),
+        cfg,
+        epoch,
+        Arc::new(Vec::new()),
+        stop.clone(),
+        true,
+    );
+    pair.bulk_request(SETTLE)?;
+    let mut sink = ChanSink::new(&pair.wa)?;
+    let t0 = Instant::now();
+    send_bulk(&active, &mut sink, epoch);
+    let res = consumer.join();
+    stop.store(true, Ordering::Release);
+    let a = res.map_err(|_| BenchError::Setup("standby worker panicked".into()))??;
+    if let Some(e) = sink.error {
+        return Err(BenchError::Setup(format!(
+            "{} records lost: {e}",
+            sink.lost
+        )));
+    }
+    let end = a
+        .bulk_end_at
+        .ok_or_else(|| BenchError::Timeout("the end of the bulk sync on the standby".into()))?;
+    let secs = end.duration_since(t0).as_secs_f64();
+    let (sc, sx, _) = a.shard.counts();
+    if a.rejected > 0 || sc != c || sx != x {
+        return Err(BenchError::Setup(format!(
+            "standby holds {sc} of {c} connections, {sx} of {x} xlates; {} records refused \
+             (first: {:?})",
+            a.rejected, a.first_error
+        )));
+    }
+    let sent = link_counters(&pair);
+    drop(pair);
+    Ok((secs, a.applied, sent))
+}
+
+/// The pair's loss-repair counters, for the notes: why frames were sent twice.
+fn link_counters(pair: &Pair) -> String {
+    // Let the status snapshots (refreshed every 50 ms) catch up.
+    thread::sleep(Duration::from_millis(120));
+    let a = pair.a.link().status();
+    let b = pair.b.link().status();
+    let tx = |k: &str| a.sender.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
+    let rx = |k: &str| b.receiver.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
+    format!(
+        "{} frames sealed, {} retransmitted ({} RTO expiries, {} NAKs), standby: {} dropped \
+         for want of a worker buffer, {} gaps, {} duplicates",
+        a.counters.tx_frames,
+        tx("retransmits"),
+        tx("timeouts"),
+        rx("naks_sent"),
+        b.counters.rx_no_buffer,
+        rx("gaps"),
+        rx("duplicates"),
+    )
+}
+
+/// Replication lag at `rate` creates per second for `secs`.
+pub fn lag_row(rate: u64, secs: f64, rmem: Option<u64>, say: &mut dyn FnMut(&str)) -> RowReport {
+    let name = row_name(
+        &format!("lag create→applied @ {}/s, veth", short(rate)),
+        rmem,
+    );
+    say(&format!("{name}: {secs} s"));
+    match lag(rate, secs, rmem) {
+        Ok((h, n, note)) => {
+            let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+            let (p50, p99, max) = (us(0.5), us(0.99), h.max() as f64 / 1e3);
+            RowReport {
+                name,
+                rate_per_s: Some(rate),
+                conns: Some(n),
+                p50_us: Some(p50),
+                p99_us: Some(p99),
+                max_us: Some(max),
+                figure: format!("p50 {p50:.0} p99 {p99:.0} max {max:.0} µs"),
+                bar: BAR_LAG.into(),
+                pass: Some(p99 <= 1000.0),
+                note,
+                ..RowReport::default()
+            }
+        }
+        Err(e) => RowReport::failed(&name, BAR_LAG, e),
+    }
+}
+
+fn lag(
+    rate: u64,
+    secs: f64,
+    rmem: Option<u64>,
+) -> Result<(Histogram<u64>, u64, String), BenchError> {
+    let total = ((rate as f64) * secs).round() as u64;
+    let total = total.clamp(1, fixture::MAX_CONNS);
+    let cap = u32::try_from(total + total / 8)
+        .unwrap_or(u32::MAX)
+        .max(1024);
+    let cfg = fixture::config(cap, total);
+    let mut active = fixture::shard(&cfg, 1)?;
+    let created: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let pair = Pair::new(rmem)?;
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = standby_worker(
+        pair.wb.clone(),
+        cfg,
+        epoch,
+        created.clone(),
+        stop.clone(),
+        false,
+    );
+    // Join: the standby asks for a bulk sync of the (empty) table, then is ready.
+    pair.bulk_request(SETTLE)?;
+    let mut bulk_sink = ChanSink::new(&pair.wa)?;
+    send_bulk(&active, &mut bulk_sink, epoch);
+    let standby = pair.b.link();
+    wait_for("the standby to be ready", || standby.ready())?;
+
+    // Paced creates: each wake-up opens the connections due by now (a worker batch), and a
+    // partial frame goes out once its first record is FLUSH old, as in the data path.
+    let mut sink = ChanSink::new(&pair.wa)?;
+    let flush_ns = FLUSH.as_nanos() as u64;
+    let start = Instant::now();
+    let mut i = 0u64;
+    let mut mid_bulks = 0;
+    let hard = start + Duration::from_secs_f64(secs) + SETTLE;
+    loop {
+        let el = start.elapsed().as_secs_f64();
+        let due = ((rate as f64 * el) as u64).min(total);
+        let now = fixture::ns_since(epoch);
+        sink.now = now;
+        while i < due {
+            created[i as usize].store(now, Ordering::Release);
+            fixture::open(&mut active, now, i, &mut sink)?;
+            i += 1;
+        }
+        if sink
+            .enc
+            .opened_at()
+            .is_some_and(|o| now.saturating_sub(o) >= flush_ns)
+        {
+            sink.flush();
+        }
+        if pair.bulk_requests.try_recv().is_ok() {
+            // The standby fell behind (lost frames beyond the ring): resync it, as a worker
+            // does; counted in the note.
+            mid_bulks += 1;
+            send_bulk(&active, &mut bulk_sink, epoch);
+        }
+        if i >= total && sink.enc.opened_at().is_none() {
+            break;
+        }
+        if Instant::now() > hard {
+            return Err(BenchError::Timeout("the paced producer".into()));
+        }
+        // Sleep until the next record is due or the open frame's deadline, whichever is first.
+        let next_rec = Duration::from_secs_f64((i + 1) as f64 / rate as f64);
+        let mut wait = next_rec.saturating_sub(start.elapsed());
+        if let Some(o) = sink.enc.opened_at() {
+            let left = (o + flush_ns).saturating_sub(fixture::ns_since(epoch));
+            wait = wait.min(Duration::from_nanos(left));
+        }
+        if !wait.is_zero() {
+            thread::sleep(wait.min(Duration::from_millis(1)));
+        }
+    }
+    let produced = start.elapsed().as_secs_f64();
+    // Until every connection is present on the standby (bounded).
+    let consumer_stop = stop.clone();
+    let deadline = Instant::now() + SETTLE;
+    let mut res = None;
+    while Instant::now() < deadline {
+        if consumer.is_finished() {
+            break;
+        }
+        let st = pair.b.link().status();
+        let delivered = st
+            .receiver
+            .as_ref()
+            .and_then(|r| r["records_delivered"].as_u64())
+            .unwrap_or(0);
+        // 2 records per connection (conn + its new PAT xlate); wait a little more for the
+        // worker to apply the last frame.
+        if delivered >= 2 * total {
+            thread::sleep(Duration::from_millis(20));
+            break;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    consumer_stop.store(true, Ordering::Release);
+    if let Ok(r) = consumer.join() {
+        res = Some(r);
+    }
+    let a = res.ok_or_else(|| BenchError::Setup("standby worker panicked".into()))??;
+    if let Some(e) = sink.error.or(bulk_sink.error) {
+        return Err(BenchError::Setup(format!("records lost: {e}")));
+    }
+    let (sc, _, _) = a.shard.counts();
+    if a.rejected > 0 || sc as u64 != total {
+        return Err(BenchError::Setup(format!(
+            "standby holds {sc} of {total} connections; {} records refused (first: {:?})",
+            a.rejected, a.first_error
+        )));
+    }
+    let repair = link_counters(&pair);
+    let note = format!(
+        "{total} creates (SYN through PAT on the active shard) in {produced:.2} s, frames \
+         flushed at {} µs; commit → encoder → repl thread → AES-256-GCM → veth → repl thread \
+         → standby worker Shard::apply; {} samples, {mid_bulks} mid-run bulk syncs; {repair}",
+        FLUSH.as_micros(),
+        a.lag.len()
+    );
+    drop(pair);
+    Ok((a.lag, total, note))
+}

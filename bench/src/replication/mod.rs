@@ -1,0 +1,207 @@
+//! The replication benchmark (issue 4, "Measurements"): records/s applied on the standby on one
+//! core (with and without the secure link's AEAD), bulk sync of 1 M connections (in process, and
+//! over two real replication threads on a veth pair), replication lag (create on the active →
+//! applied on the standby, two real `ReplicationHandle`s on a veth pair), and memory per
+//! connection. Each row states its bar and PASS/FAIL.
+//!
+//! Everything measured uses the real code: connections are opened by TCP SYNs through the active
+//! shard's packet path (`lookup` + `commit`, dynamic PAT), their records are written by the
+//! coalescing `FrameEncoder`, sequenced by the `Sender`, decoded by the `Receiver` and applied by
+//! `Shard::apply`; bulk syncs walk the table with `Shard::bulk`.
+//!
+//! PAT plan: sources are `198.18.0.0/16` (connection `i` from address `i % 65536`, port
+//! `1024 + i / 65536`), split into 2^k prefixes each translated to its own mapped address, so
+//! that no mapped address holds more than 32 768 of its 64 511 ports (the shard draws ports at
+//! random with a bounded number of tries; one address cannot carry 1 M connections).
+
+mod fixture;
+mod inproc;
+mod link;
+
+use serde::Serialize;
+use tandem_netns::LabError;
+
+pub use fixture::{mapped_addresses, MAX_CONNS};
+
+/// Why a row could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("lab: {0}")]
+    Lab(#[from] LabError),
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// What a run measures.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Connections for the throughput and bulk rows.
+    pub conns: u64,
+    /// Offered create rates of the lag rows, per second.
+    pub lag_rates: Vec<u64>,
+    /// Seconds of each lag row.
+    pub lag_secs: f64,
+    /// Run the rows that need root and a veth pair.
+    pub veth: bool,
+    /// `net.core.rmem_default` for the veth rows' namespaces (`None`: the kernel's, 208 KiB):
+    /// shows what a larger state-link receive buffer buys.
+    pub rmem: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            conns: 1_000_000,
+            lag_rates: vec![20_000, 200_000],
+            lag_secs: 2.0,
+            veth: true,
+            rmem: None,
+        }
+    }
+}
+
+/// One row of the table (`--json`: one object per line; figures carry their unit in the key).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RowReport {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aead_ns_per_frame: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_conn: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_bytes: Option<u64>,
+    /// The figure as printed in the table.
+    #[serde(skip)]
+    pub figure: String,
+    /// The bar, in words.
+    pub bar: String,
+    /// Whether the bar is met (`None`: no bar, or the row failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass: Option<bool>,
+    /// What was measured, how.
+    pub note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+impl RowReport {
+    fn failed(name: &str, bar: &str, e: BenchError) -> RowReport {
+        RowReport {
+            name: name.into(),
+            bar: bar.into(),
+            failed: Some(e.to_string()),
+            ..RowReport::default()
+        }
+    }
+}
+
+/// Bars (issue 4, Acceptance).
+pub const BAR_APPLY: &str = ">= 1 M records/s";
+pub const BAR_BULK: &str = "1 M conns <= 2 s";
+pub const BAR_LAG: &str = "p99 <= 1 ms";
+pub const BAR_MEMORY: &str = "<= 256 B/conn";
+
+/// Runs every row, reporting progress through `say` and each finished row through `row`.
+pub fn run(opts: &Options, say: &mut dyn FnMut(&str), row: &mut dyn FnMut(&RowReport)) {
+    let emit = |r: RowReport, say: &mut dyn FnMut(&str), row: &mut dyn FnMut(&RowReport)| {
+        if let Some(e) = &r.failed {
+            say(&format!("{}: FAILED: {e}", r.name));
+        } else {
+            say(&format!("{}: {}", r.name, r.figure));
+        }
+        row(&r);
+    };
+    for r in inproc::apply_rows(opts.conns, say) {
+        emit(r, say, row);
+    }
+    let r = inproc::bulk_row(opts.conns, false, say);
+    emit(r, say, row);
+    let r = inproc::bulk_row(opts.conns, true, say);
+    emit(r, say, row);
+    if opts.veth {
+        let r = link::bulk_row(opts.conns, opts.rmem, say);
+        emit(r, say, row);
+        for &rate in &opts.lag_rates {
+            let r = link::lag_row(rate, opts.lag_secs, opts.rmem, say);
+            emit(r, say, row);
+        }
+    } else {
+        say("veth rows skipped (--no-veth, or not root)");
+    }
+    for r in inproc::memory_rows(opts.conns) {
+        emit(r, say, row);
+    }
+}
+
+/// The comparison table.
+pub fn table(rows: &[RowReport]) -> String {
+    let mut s = format!(
+        "{:<40} {:>26} {:>18} {:>6}\n",
+        "row", "figure", "bar", "result"
+    );
+    for r in rows {
+        let result = match (r.failed.is_some(), r.pass) {
+            (true, _) => "ERROR",
+            (false, Some(true)) => "PASS",
+            (false, Some(false)) => "FAIL",
+            (false, None) => "-",
+        };
+        s.push_str(&format!(
+            "{:<40} {:>26} {:>18} {:>6}\n",
+            r.name, r.figure, r.bar, result
+        ));
+        if let Some(e) = &r.failed {
+            s.push_str(&format!("  error: {}\n", e.replace('\n', "\n    ")));
+        } else if !r.note.is_empty() {
+            s.push_str(&format!("  {}\n", r.note));
+        }
+    }
+    s
+}
+
+/// `1234567.8` → `1.23 M`.
+pub(crate) fn mega(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else {
+        format!("{:.0} k", v / 1e3)
+    }
+}
+
+/// Smoke mode (CI): every in-process row with a small count, checking that each produced its
+/// figures and applied every record. No timing assertions.
+pub fn smoke(conns: u64) -> Vec<RowReport> {
+    let mut say = |_: &str| {};
+    let mut rows = inproc::apply_rows(conns, &mut say);
+    rows.push(inproc::bulk_row(conns, false, &mut say));
+    rows.push(inproc::bulk_row(conns, true, &mut say));
+    rows.extend(inproc::memory_rows(conns));
+    rows
+}
+
+/// Smoke mode of the veth rows (root only): a small bulk sync and a short lag run.
+pub fn smoke_veth(conns: u64) -> Vec<RowReport> {
+    let mut say = |_: &str| {};
+    vec![
+        link::bulk_row(conns, None, &mut say),
+        link::lag_row(2_000, 0.3, None, &mut say),
+    ]
+}

@@ -1,0 +1,1810 @@
+//! One worker's stateful tables (connections, PAT xlates, SAs) and everything done to them: the
+//! two-phase packet stage (`lookup` / `commit`), policy, NAT rewrite, the incremental expiry
+//! sweep, record emission and application, bulk sync, and the operator views.
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::Ipv4Addr;
+
+use serde::Serialize;
+use tandem_wire::checksum;
+use tandem_wire::{Icmpv4Packet, Ipv4Packet, TcpPacket, UdpPacket};
+use zerocopy::network_endian::{U16, U32};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::config::{AccessRule, Action, IfacePolicy, NatRule, RuleProto, StateConfig};
+use crate::hash::{self, Index, Keyed, Prng};
+use crate::records::{
+    self, ConnRecord, RecordSink, SaRecord, XlateRecord, CONN_FLAG_HTTP, CONN_FLAG_PAT, KIND_CONN,
+    KIND_SA, KIND_XLATE, OP_DELETE, OP_UPSERT, XLATE_PAT,
+};
+use crate::sa::{SaDirection, SaEntry, SaError, SaSlot, SaView};
+use crate::tcp::{self, Step, TcpState, TimeoutClass};
+use crate::{ApplyError, ConfigError, DropReason, FlowKey, StateCounters};
+
+const NONE: u32 = u32::MAX;
+const NS_PER_MS: u64 = 1_000_000;
+/// Internal connection flag: records are emitted for this connection.
+const F_REPL: u8 = 0x80;
+/// Random PAT port tries before `drop_pat_exhausted`. With `s` shards a try succeeds with
+/// probability ≈ free/s, so 128 tries fail with probability (1 - 1/16)^128 ≈ 0.03 % at 16 shards
+/// and an empty pool.
+const PAT_TRIES: u32 = 128;
+const PAT_FIRST_PORT: u16 = 1024;
+
+const P_ICMP: u8 = 1;
+const P_TCP: u8 = 6;
+const P_UDP: u8 = 17;
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Conn {
+    /// The tuple as received on the originating side (pre-NAT).
+    orig: FlowKey,
+    /// The tuple as forwarded (post-NAT). Return traffic arrives as `xl.reverse()`.
+    xl: FlowKey,
+    last_seen: u64,
+    /// When a record was last emitted for it.
+    touched: u64,
+    /// PAT xlate slot, or `NONE`.
+    xlate: u32,
+    /// Bumped on every reuse of the slot, so a stale `Lookup` is detected.
+    gen: u32,
+    in_if: u16,
+    out_if: u16,
+    /// `TcpState as u8`, 0 for UDP/ICMP.
+    state: u8,
+    /// `CONN_FLAG_*` | `F_REPL`.
+    flags: u8,
+}
+
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Xlate {
+    real: u32,
+    mapped: u32,
+    real_port: u16,
+    mapped_port: u16,
+    /// 0: free slot.
+    proto: u8,
+    /// A record has been emitted (or it was applied from one).
+    replicated: bool,
+    refs: u32,
+    /// When `refs` last dropped to 0.
+    idle_since: u64,
+}
+
+/// A parsed packet: its flow key as on the wire, TCP flags, and whether it is tracked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Parsed {
+    pub(crate) key: FlowKey,
+    pub(crate) flags: u16,
+    pub(crate) icmp_request: bool,
+    pub(crate) tracked: bool,
+}
+
+/// Reads the flow key of an IPv4 datagram. Never panics.
+pub(crate) fn parse(ip: &[u8]) -> Result<Parsed, DropReason> {
+    let pkt = Ipv4Packet::new_checked(ip).map_err(|_| DropReason::Malformed)?;
+    if pkt.frag_offset() != 0 {
+        return Err(DropReason::Fragment);
+    }
+    let proto = pkt.protocol().0;
+    let mut p = Parsed {
+        key: FlowKey {
+            src: pkt.src_addr().to_bits(),
+            dst: pkt.dst_addr().to_bits(),
+            sport: 0,
+            dport: 0,
+            proto,
+        },
+        flags: 0,
+        icmp_request: false,
+        tracked: true,
+    };
+    let l4 = pkt.payload();
+    let be = |i: usize| u16::from_be_bytes([l4[i], l4[i + 1]]);
+    match proto {
+        P_TCP => {
+            if l4.len() < 20 {
+                return Err(DropReason::Malformed);
+            }
+            let off = usize::from(l4[12] >> 4) * 4;
+            // A first fragment may end inside the options; the fixed header is what we need.
+            if off < 20 || (off > l4.len() && !pkt.more_frags()) {
+                return Err(DropReason::Malformed);
+            }
+            p.key.sport = be(0);
+            p.key.dport = be(2);
+            p.flags = be(12) & 0x0fff;
+        }
+        P_UDP => {
+            if l4.len() < 8 {
+                return Err(DropReason::Malformed);
+            }
+            p.key.sport = be(0);
+            p.key.dport = be(2);
+        }
+        P_ICMP => {
+            if l4.len() < 8 {
+                return Err(DropReason::Malformed);
+            }
+            match l4[0] {
+                8 => {
+                    p.key.sport = be(4);
+                    p.icmp_request = true;
+                }
+                0 => p.key.dport = be(4),
+                _ => p.tracked = false,
+            }
+        }
+        _ => p.tracked = false,
+    }
+    Ok(p)
+}
+
+/// Rewrites the datagram's tuple from `from` to `to` in place, updating the IPv4 header checksum
+/// and the L4 checksum incrementally (RFC 1624), pseudo-header included. A UDP checksum of 0
+/// ("none") stays 0. For ICMP echo the identifier sits in the port slot of the requesting side.
+fn rewrite(ip: &mut [u8], from: &FlowKey, to: &FlowKey, icmp_request: bool) {
+    if from == to || ip.len() < 20 {
+        return;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let tl = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    {
+        let mut pkt = Ipv4Packet::new_unchecked(&mut *ip);
+        if from.src != to.src {
+            pkt.rewrite_src_addr(Ipv4Addr::from(to.src));
+        }
+        if from.dst != to.dst {
+            pkt.rewrite_dst_addr(Ipv4Addr::from(to.dst));
+        }
+    }
+    let Some(l4) = ip.get_mut(hl..tl) else {
+        return;
+    };
+    match from.proto {
+        P_TCP => {
+            let mut t = TcpPacket::new_unchecked(l4);
+            if from.src != to.src {
+                t.update_checksum_u32(from.src, to.src);
+            }
+            if from.dst != to.dst {
+                t.update_checksum_u32(from.dst, to.dst);
+            }
+            if from.sport != to.sport {
+                t.set_src_port(to.sport);
+                t.update_checksum_u16(from.sport, to.sport);
+            }
+            if from.dport != to.dport {
+                t.set_dst_port(to.dport);
+                t.update_checksum_u16(from.dport, to.dport);
+            }
+        }
+        P_UDP => {
+            let mut u = UdpPacket::new_unchecked(l4);
+            if from.src != to.src {
+                u.update_checksum_u32(from.src, to.src);
+            }
+            if from.dst != to.dst {
+                u.update_checksum_u32(from.dst, to.dst);
+            }
+            if from.sport != to.sport {
+                u.set_src_port(to.sport);
+                u.update_checksum_u16(from.sport, to.sport);
+            }
+            if from.dport != to.dport {
+                u.set_dst_port(to.dport);
+                u.update_checksum_u16(from.dport, to.dport);
+            }
+        }
+        P_ICMP => {
+            // The ICMP checksum has no pseudo-header: only the identifier matters.
+            let (old, new) = if icmp_request {
+                (from.sport, to.sport)
+            } else {
+                (from.dport, to.dport)
+            };
+            if old != new {
+                let mut i = Icmpv4Packet::new_unchecked(l4);
+                let c = checksum::update_u16(i.checksum(), old, new);
+                i.set_echo_ident(new);
+                i.set_checksum(c);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Drop(DropReason),
+    Untracked,
+    Existing,
+    New,
+}
+
+/// The result of [`Shard::lookup`], handed back to [`Shard::commit`] after routing. Small and
+/// `Copy`; it stays valid across other packets' commits (a reused slot is detected).
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup {
+    kind: Kind,
+    key: FlowKey,
+    route_dst: u32,
+    /// Destination after static de-NAT (new flows).
+    dnat_dst: u32,
+    dnat_dport: u16,
+    rx_if: u16,
+    flags: u16,
+    icmp_request: bool,
+    from_orig: bool,
+    idx: u32,
+    gen: u32,
+}
+
+impl Lookup {
+    fn drop(r: DropReason) -> Lookup {
+        Lookup {
+            kind: Kind::Drop(r),
+            key: FlowKey::default(),
+            route_dst: 0,
+            dnat_dst: 0,
+            dnat_dport: 0,
+            rx_if: 0,
+            flags: 0,
+            icmp_request: false,
+            from_orig: false,
+            idx: NONE,
+            gen: 0,
+        }
+    }
+    /// The destination to route on: the connection's next-hop side address (translated), or,
+    /// for a new flow, the destination after static de-NAT.
+    #[inline]
+    pub fn route_dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.route_dst)
+    }
+    /// `Some` when the packet is to be dropped without routing.
+    #[inline]
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        match self.kind {
+            Kind::Drop(r) => Some(r),
+            _ => None,
+        }
+    }
+    /// True when the packet belongs to an existing connection.
+    #[inline]
+    pub fn is_existing(&self) -> bool {
+        self.kind == Kind::Existing
+    }
+    /// True when the packet would create a connection.
+    #[inline]
+    pub fn is_new(&self) -> bool {
+        self.kind == Kind::New
+    }
+}
+
+/// Where [`Shard::bulk`] is in the tables. Start with `BulkCursor::default()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BulkCursor {
+    phase: u8,
+    pos: usize,
+    done: usize,
+    total: usize,
+    started: bool,
+}
+
+/// Progress of a bulk sync: `done` of `total` table entries visited (`total` is the occupancy
+/// when the bulk started, so it is an estimate while the tables change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BulkProgress {
+    /// Entries visited so far.
+    pub done: usize,
+    /// Entries at the start.
+    pub total: usize,
+    /// Every table has been walked.
+    pub finished: bool,
+}
+
+/// A connection as `show conn` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnView<'a> {
+    /// `tcp`, `udp`, `icmp`.
+    pub proto: &'static str,
+    /// Ingress interface of the originating side.
+    pub in_if: &'a str,
+    /// Egress interface.
+    pub out_if: &'a str,
+    /// Original source.
+    pub src: Ipv4Addr,
+    /// Original source port (ICMP: echo identifier).
+    pub sport: u16,
+    /// Original destination.
+    pub dst: Ipv4Addr,
+    /// Original destination port.
+    pub dport: u16,
+    /// Translated source.
+    pub xlated_src: Ipv4Addr,
+    /// Translated source port.
+    pub xlated_sport: u16,
+    /// Translated destination.
+    pub xlated_dst: Ipv4Addr,
+    /// Translated destination port.
+    pub xlated_dport: u16,
+    /// TCP state name, `-` for UDP/ICMP.
+    pub state: &'static str,
+    /// Time since the last packet.
+    pub idle_ms: u64,
+    /// Records are emitted for it.
+    pub replicated: bool,
+}
+
+/// A PAT xlate as `show xlate` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct XlateView {
+    /// `tcp`, `udp`, `icmp`.
+    pub proto: &'static str,
+    /// `pat`.
+    pub kind: &'static str,
+    /// Real address.
+    pub real: Ipv4Addr,
+    /// Real port.
+    pub real_port: u16,
+    /// Mapped address.
+    pub mapped: Ipv4Addr,
+    /// Mapped port.
+    pub mapped_port: u16,
+    /// Connections using it.
+    pub conns: u32,
+    /// Time since the last connection went (0 while in use).
+    pub idle_ms: u64,
+}
+
+enum Snat {
+    Static { mapped: u32, port: Option<u16> },
+    Pat { mapped: u32 },
+}
+
+/// One worker's stateful tables. See the crate doc for the packet stage and the module doc of
+/// [`crate::records`] for replication.
+pub struct Shard {
+    shard: u16,
+    shards: u16,
+    keyed: Keyed,
+    prng: Prng,
+    conns: Box<[Conn]>,
+    conn_free: Vec<u32>,
+    conn_index: Index,
+    xlates: Box<[Xlate]>,
+    xlate_free: Vec<u32>,
+    xlate_index: Index,
+    sas: Box<[Option<SaSlot>]>,
+    sa_free: Vec<u32>,
+    sa_index: Index,
+    ifaces: Vec<IfacePolicy>,
+    nat: Vec<NatRule>,
+    access: Vec<AccessRule>,
+    replicate_http: bool,
+    /// Idle timeout in ns per `TimeoutClass as usize`.
+    timeout_ns: [u64; TimeoutClass::COUNT],
+    pat_xlate_ns: u64,
+    sweep_conn: usize,
+    sweep_xlate: usize,
+    next_gen: u32,
+    counters: StateCounters,
+}
+
+#[inline]
+fn ms(ns: u64) -> u64 {
+    ns / NS_PER_MS
+}
+
+impl Shard {
+    /// Allocates every table from `config.capacities` (validated first). `shard` is this shard's
+    /// index among `shards` (for PAT steering); `seed` is a per-shard random value keying the
+    /// table hashes and the PAT port choice.
+    pub fn new(
+        config: &StateConfig,
+        shard: u16,
+        shards: u16,
+        seed: u64,
+    ) -> Result<Shard, ConfigError> {
+        config.validate()?;
+        let c = config.capacities;
+        let (nc, nx, ns) = (c.conns as usize, c.xlates as usize, c.sas as usize);
+        let t = &config.timeouts;
+        let mut timeout_ns = [u64::MAX; TimeoutClass::COUNT];
+        let d = |d: core::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        timeout_ns[TimeoutClass::TcpEstablished as usize] = d(t.tcp_established);
+        timeout_ns[TimeoutClass::TcpHalfClosed as usize] = d(t.tcp_half_closed);
+        timeout_ns[TimeoutClass::TcpEmbryonic as usize] = d(t.tcp_embryonic);
+        timeout_ns[TimeoutClass::TcpTimeWait as usize] = d(t.tcp_time_wait);
+        timeout_ns[TimeoutClass::Udp as usize] = d(t.udp);
+        timeout_ns[TimeoutClass::Icmp as usize] = d(t.icmp);
+        // Free lists are stacks popped from the end: push in reverse so slot 0 is used first.
+        let free = |n: usize| (0..n as u32).rev().collect::<Vec<u32>>();
+        Ok(Shard {
+            shard,
+            shards: shards.max(1),
+            keyed: Keyed::new(seed),
+            prng: Prng::new(seed),
+            conns: vec![Conn::default(); nc].into_boxed_slice(),
+            conn_free: free(nc),
+            // Two keys per connection: original and reply tuple.
+            conn_index: Index::new(nc * 2),
+            xlates: vec![Xlate::default(); nx].into_boxed_slice(),
+            xlate_free: free(nx),
+            xlate_index: Index::new(nx * 2),
+            sas: vec![None; ns].into_boxed_slice(),
+            sa_free: free(ns),
+            sa_index: Index::new(ns),
+            ifaces: config.interfaces.clone(),
+            nat: config.nat.clone(),
+            access: config.access.clone(),
+            replicate_http: config.replicate_http,
+            timeout_ns,
+            pat_xlate_ns: d(t.pat_xlate),
+            sweep_conn: 0,
+            sweep_xlate: 0,
+            next_gen: 1,
+            counters: StateCounters::default(),
+        })
+    }
+
+    /// Bytes taken by the tables (connections, xlates, SAs, their indexes and free lists).
+    pub fn memory_bytes(&self) -> usize {
+        self.conn_memory_bytes() + self.sa_memory_bytes()
+    }
+
+    /// Bytes of the connection and xlate tables with their indexes and free lists: the figure
+    /// behind "bytes per connection including its xlate".
+    pub fn conn_memory_bytes(&self) -> usize {
+        use core::mem::size_of;
+        self.conns.len() * size_of::<Conn>()
+            + self.conn_free.capacity() * size_of::<u32>()
+            + self.conn_index.memory_bytes()
+            + self.xlates.len() * size_of::<Xlate>()
+            + self.xlate_free.capacity() * size_of::<u32>()
+            + self.xlate_index.memory_bytes()
+    }
+
+    /// Bytes of the SA table.
+    pub fn sa_memory_bytes(&self) -> usize {
+        use core::mem::size_of;
+        self.sas.len() * size_of::<Option<SaSlot>>()
+            + self.sa_free.capacity() * size_of::<u32>()
+            + self.sa_index.memory_bytes()
+    }
+
+    /// Live `(connections, xlates, SAs)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.conns.len() - self.conn_free.len(),
+            self.xlates.len() - self.xlate_free.len(),
+            self.sas.len() - self.sa_free.len(),
+        )
+    }
+
+    /// Counters, occupancy included.
+    pub fn counters(&self) -> StateCounters {
+        let (c, x, s) = self.counts();
+        let mut k = self.counters;
+        k.conns = c as u64;
+        k.xlates = x as u64;
+        k.sas = s as u64;
+        k
+    }
+
+    // ---------------------------------------------------------------- indexes
+
+    #[inline]
+    fn conn_slot_hash(keyed: &Keyed, conns: &[Conn], v: u32) -> u64 {
+        let c = &conns[(v >> 1) as usize];
+        if v & 1 == 0 {
+            keyed.flow(&c.orig)
+        } else {
+            keyed.flow(&c.xl.reverse())
+        }
+    }
+
+    /// The connection `k` belongs to, and whether `k` is its original direction.
+    #[inline]
+    fn conn_find(&self, k: &FlowKey) -> Option<(u32, bool)> {
+        let conns = &self.conns;
+        self.conn_index
+            .find(self.keyed.flow(k), |v| {
+                let c = &conns[(v >> 1) as usize];
+                if v & 1 == 0 {
+                    c.orig == *k
+                } else {
+                    c.xl.reverse() == *k
+                }
+            })
+            .map(|v| (v >> 1, v & 1 == 0))
+    }
+
+    fn conn_index_insert(&mut self, idx: u32) {
+        let c = self.conns[idx as usize];
+        self.conn_index.insert(self.keyed.flow(&c.orig), idx << 1);
+        self.conn_index
+            .insert(self.keyed.flow(&c.xl.reverse()), (idx << 1) | 1);
+    }
+
+    fn conn_index_remove(&mut self, idx: u32) {
+        let c = self.conns[idx as usize];
+        let (keyed, conns) = (&self.keyed, &self.conns);
+        self.conn_index.remove(keyed.flow(&c.orig), idx << 1, |v| {
+            Self::conn_slot_hash(keyed, conns, v)
+        });
+        self.conn_index
+            .remove(keyed.flow(&c.xl.reverse()), (idx << 1) | 1, |v| {
+                Self::conn_slot_hash(keyed, conns, v)
+            });
+    }
+
+    #[inline]
+    fn xhash_real(keyed: &Keyed, proto: u8, real: u32, port: u16, mapped: u32) -> u64 {
+        keyed.two(
+            (u64::from(real) << 32) | u64::from(mapped),
+            (1u64 << 40) | (u64::from(proto) << 16) | u64::from(port),
+        )
+    }
+
+    #[inline]
+    fn xhash_mapped(keyed: &Keyed, proto: u8, mapped: u32, port: u16) -> u64 {
+        keyed.two(
+            u64::from(mapped),
+            (2u64 << 40) | (u64::from(proto) << 16) | u64::from(port),
+        )
+    }
+
+    fn xlate_slot_hash(keyed: &Keyed, xlates: &[Xlate], v: u32) -> u64 {
+        let x = &xlates[(v >> 1) as usize];
+        if v & 1 == 0 {
+            Self::xhash_real(keyed, x.proto, x.real, x.real_port, x.mapped)
+        } else {
+            Self::xhash_mapped(keyed, x.proto, x.mapped, x.mapped_port)
+        }
+    }
+
+    /// The PAT xlate of a real endpoint towards a mapped address (real → mapped index).
+    fn xlate_find_real(&self, proto: u8, real: u32, port: u16, mapped: u32) -> Option<u32> {
+        let xs = &self.xlates;
+        self.xlate_index
+            .find(
+                Self::xhash_real(&self.keyed, proto, real, port, mapped),
+                |v| {
+                    let x = &xs[(v >> 1) as usize];
+                    v & 1 == 0
+                        && x.proto == proto
+                        && x.real == real
+                        && x.real_port == port
+                        && x.mapped == mapped
+                },
+            )
+            .map(|v| v >> 1)
+    }
+
+    /// The PAT xlate owning a mapped endpoint (mapped → real, the de-NAT index).
+    fn xlate_find_mapped(&self, proto: u8, mapped: u32, port: u16) -> Option<u32> {
+        let xs = &self.xlates;
+        self.xlate_index
+            .find(Self::xhash_mapped(&self.keyed, proto, mapped, port), |v| {
+                let x = &xs[(v >> 1) as usize];
+                v & 1 == 1 && x.proto == proto && x.mapped == mapped && x.mapped_port == port
+            })
+            .map(|v| v >> 1)
+    }
+
+    fn xlate_index_insert(&mut self, xi: u32) {
+        let x = self.xlates[xi as usize];
+        let k = &self.keyed;
+        self.xlate_index.insert(
+            Self::xhash_real(k, x.proto, x.real, x.real_port, x.mapped),
+            xi << 1,
+        );
+        self.xlate_index.insert(
+            Self::xhash_mapped(k, x.proto, x.mapped, x.mapped_port),
+            (xi << 1) | 1,
+        );
+    }
+
+    fn xlate_remove(&mut self, xi: u32) {
+        let x = self.xlates[xi as usize];
+        if x.proto == 0 {
+            return;
+        }
+        let (keyed, xlates) = (&self.keyed, &self.xlates);
+        self.xlate_index.remove(
+            Self::xhash_real(keyed, x.proto, x.real, x.real_port, x.mapped),
+            xi << 1,
+            |v| Self::xlate_slot_hash(keyed, xlates, v),
+        );
+        self.xlate_index.remove(
+            Self::xhash_mapped(keyed, x.proto, x.mapped, x.mapped_port),
+            (xi << 1) | 1,
+            |v| Self::xlate_slot_hash(keyed, xlates, v),
+        );
+        self.xlates[xi as usize] = Xlate::default();
+        self.xlate_free.push(xi);
+        self.counters.xlate_deleted += 1;
+    }
+
+    /// Removes xlate `xi` and, first, every connection still using it, without records: the
+    /// active's record maps its real endpoint (or its mapped endpoint) differently, and the
+    /// active's view wins (a PAT mapping is per real endpoint, so the old one cannot coexist).
+    /// Such conflicts arise only from this unit's own forwarding (e.g. a few packets passed while
+    /// it was active before a restart or split brain) or lost deletes, so the connection scan
+    /// (stopped once the xlate is unreferenced) is rare and off the packet path.
+    fn xlate_evict(&mut self, xi: u32, now: u64) {
+        let mut i = 0;
+        while self.xlates[xi as usize].refs != 0 && i < self.conns.len() {
+            let c = &self.conns[i];
+            if c.orig.proto != 0 && c.xlate == xi {
+                self.conn_delete(i as u32, now, &mut records::NullSink);
+            }
+            i += 1;
+        }
+        self.xlate_remove(xi);
+    }
+
+    fn xlate_release(&mut self, xi: u32, now: u64) {
+        if let Some(x) = self.xlates.get_mut(xi as usize) {
+            x.refs = x.refs.saturating_sub(1);
+            if x.refs == 0 {
+                x.idle_since = now;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- records
+
+    fn conn_record(c: &Conn, now: u64) -> ConnRecord {
+        ConnRecord {
+            src: c.orig.src.to_be_bytes(),
+            dst: c.orig.dst.to_be_bytes(),
+            xsrc: c.xl.src.to_be_bytes(),
+            xdst: c.xl.dst.to_be_bytes(),
+            sport: U16::new(c.orig.sport),
+            dport: U16::new(c.orig.dport),
+            xsport: U16::new(c.xl.sport),
+            xdport: U16::new(c.xl.dport),
+            in_if: U16::new(c.in_if),
+            out_if: U16::new(c.out_if),
+            proto: c.orig.proto,
+            tcp_state: c.state,
+            class: Self::class_of(c) as u8,
+            flags: c.flags & (CONN_FLAG_HTTP | CONN_FLAG_PAT),
+            idle_ms: U32::new(
+                u32::try_from(ms(now.saturating_sub(c.last_seen))).unwrap_or(u32::MAX),
+            ),
+            _pad: [0; 4],
+        }
+    }
+
+    fn xlate_record(x: &Xlate) -> XlateRecord {
+        XlateRecord {
+            proto: x.proto,
+            kind: XLATE_PAT,
+            _pad: [0; 2],
+            real: x.real.to_be_bytes(),
+            mapped: x.mapped.to_be_bytes(),
+            real_port: U16::new(x.real_port),
+            mapped_port: U16::new(x.mapped_port),
+        }
+    }
+
+    fn xlate_key(x: &Xlate) -> u64 {
+        (u64::from(x.proto) << 48) | (u64::from(x.real) << 16) | u64::from(x.real_port)
+    }
+
+    fn emit_conn(&mut self, idx: u32, op: u8, now: u64, sink: &mut impl RecordSink) {
+        let c = &mut self.conns[idx as usize];
+        if c.flags & F_REPL == 0 {
+            return;
+        }
+        c.touched = now;
+        let r = Self::conn_record(c, now);
+        sink.put(KIND_CONN, op, hash::record_key(&c.orig), r.as_bytes());
+        self.counters.records_emitted += 1;
+    }
+
+    fn emit_xlate(&mut self, xi: u32, op: u8, sink: &mut impl RecordSink) {
+        let x = &self.xlates[xi as usize];
+        let r = Self::xlate_record(x);
+        sink.put(KIND_XLATE, op, Self::xlate_key(x), r.as_bytes());
+        self.counters.records_emitted += 1;
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn class_of(c: &Conn) -> TimeoutClass {
+        match c.orig.proto {
+            P_TCP => TcpState::from_u8(c.state).map_or(TimeoutClass::TcpEmbryonic, TcpState::class),
+            P_UDP => TimeoutClass::Udp,
+            _ => TimeoutClass::Icmp,
+        }
+    }
+
+    fn conn_delete(&mut self, idx: u32, now: u64, sink: &mut impl RecordSink) {
+        let c = self.conns[idx as usize];
+        if c.orig.proto == 0 {
+            return;
+        }
+        self.emit_conn(idx, OP_DELETE, now, sink);
+        self.conn_index_remove(idx);
+        if c.xlate != NONE {
+            self.xlate_release(c.xlate, now);
+        }
+        self.conns[idx as usize] = Conn {
+            gen: c.gen,
+            ..Conn::default()
+        };
+        self.conn_free.push(idx);
+        self.counters.conn_deleted += 1;
+    }
+
+    fn replicable(&self, proto: u8, in_if: u16, http: bool) -> bool {
+        match proto {
+            P_TCP => !http || self.replicate_http,
+            P_UDP => true,
+            // seeds 004: ICMP replicated only if the interface is in an ASR group.
+            P_ICMP => self
+                .ifaces
+                .get(usize::from(in_if))
+                .is_some_and(|i| i.asr_group.is_some()),
+            _ => false,
+        }
+    }
+
+    /// The security-level / access-rule decision for a new flow.
+    fn permit(
+        &self,
+        rx_if: u16,
+        out_if: u16,
+        proto: u8,
+        src: u32,
+        dst: u32,
+        dport: u16,
+    ) -> Result<(), DropReason> {
+        let (Some(rx), Some(out)) = (
+            self.ifaces.get(usize::from(rx_if)),
+            self.ifaces.get(usize::from(out_if)),
+        ) else {
+            return Err(DropReason::UnknownInterface);
+        };
+        for r in self.access.iter().filter(|r| r.interface == rx_if) {
+            let proto_ok = match r.proto {
+                RuleProto::Any => true,
+                RuleProto::Tcp => proto == P_TCP,
+                RuleProto::Udp => proto == P_UDP,
+                RuleProto::Icmp => proto == P_ICMP,
+            };
+            let port_ok =
+                !matches!(proto, P_TCP | P_UDP) || (r.dst_ports.0..=r.dst_ports.1).contains(&dport);
+            if proto_ok && port_ok && r.src.contains(src) && r.dst.contains(dst) {
+                return match r.action {
+                    Action::Permit => Ok(()),
+                    Action::Deny => Err(DropReason::AccessRule),
+                };
+            }
+        }
+        if rx.security_level > out.security_level {
+            Ok(())
+        } else {
+            Err(DropReason::SecurityLevel)
+        }
+    }
+
+    /// Static de-NAT of a new flow's destination (first matching static rule for `rx_if`).
+    fn static_denat(&self, rx_if: u16, k: &FlowKey) -> (u32, u16) {
+        for r in &self.nat {
+            if let NatRule::Static {
+                real,
+                mapped_if,
+                mapped,
+                port,
+                ..
+            } = *r
+            {
+                if mapped_if != rx_if || mapped.to_bits() != k.dst {
+                    continue;
+                }
+                match port {
+                    Some((p, rp, mp)) => {
+                        if p as u8 == k.proto && k.dport == mp {
+                            return (real.to_bits(), rp);
+                        }
+                    }
+                    None => return (real.to_bits(), k.dport),
+                }
+            }
+        }
+        (k.dst, k.dport)
+    }
+
+    /// The source translation for a new flow from `rx_if` to `out_if` (first match).
+    fn snat(&self, rx_if: u16, out_if: u16, k: &FlowKey) -> Option<Snat> {
+        for r in &self.nat {
+            match *r {
+                NatRule::Static {
+                    real_if,
+                    real,
+                    mapped_if,
+                    mapped,
+                    port,
+                } => {
+                    if real_if != rx_if || mapped_if != out_if || real.to_bits() != k.src {
+                        continue;
+                    }
+                    match port {
+                        Some((p, rp, mp)) => {
+                            if p as u8 == k.proto && k.sport == rp {
+                                return Some(Snat::Static {
+                                    mapped: mapped.to_bits(),
+                                    port: Some(mp),
+                                });
+                            }
+                        }
+                        None => {
+                            return Some(Snat::Static {
+                                mapped: mapped.to_bits(),
+                                port: None,
+                            })
+                        }
+                    }
+                }
+                NatRule::DynamicPat {
+                    real_if,
+                    real,
+                    mapped_if,
+                    mapped,
+                } => {
+                    if real_if == rx_if && mapped_if == out_if && real.contains(k.src) {
+                        return Some(Snat::Pat {
+                            mapped: mapped.to_bits(),
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn steers_here(&self, proto: u8, a: u32, pa: u16, b: u32, pb: u16) -> bool {
+        self.shards <= 1
+            || (hash::steer_tuple(proto, a, pa, b, pb) % u64::from(self.shards))
+                == u64::from(self.shard)
+    }
+
+    /// Finds (and refs) or allocates the PAT xlate of `k`'s source towards `mapped`, such that
+    /// the return tuple `(peer → mapped:port)` steers to this shard.
+    fn pat_xlate(
+        &mut self,
+        now: u64,
+        k: &FlowKey,
+        mapped: u32,
+        peer: u32,
+        peer_port: u16,
+    ) -> Result<u32, DropReason> {
+        let proto = k.proto;
+        if let Some(xi) = self.xlate_find_real(proto, k.src, k.sport, mapped) {
+            let mp = self.xlates[xi as usize].mapped_port;
+            if !self.steers_here(proto, peer, peer_port, mapped, mp) {
+                return Err(DropReason::PatSteerConflict);
+            }
+            self.xlates[xi as usize].refs += 1;
+            return Ok(xi);
+        }
+        let Some(xi) = self.xlate_free.pop() else {
+            return Err(DropReason::XlateTableFull);
+        };
+        let span = u64::from(u16::MAX - PAT_FIRST_PORT) + 1;
+        for _ in 0..PAT_TRIES {
+            let port = PAT_FIRST_PORT + (self.prng.next() % span) as u16;
+            if !self.steers_here(proto, peer, peer_port, mapped, port)
+                || self.xlate_find_mapped(proto, mapped, port).is_some()
+            {
+                continue;
+            }
+            self.xlates[xi as usize] = Xlate {
+                real: k.src,
+                mapped,
+                real_port: k.sport,
+                mapped_port: port,
+                proto,
+                replicated: false,
+                refs: 1,
+                idle_since: now,
+            };
+            self.xlate_index_insert(xi);
+            self.counters.xlate_created += 1;
+            return Ok(xi);
+        }
+        self.xlate_free.push(xi);
+        Err(DropReason::PatExhausted)
+    }
+
+    #[inline]
+    fn fail<T>(&mut self, r: DropReason) -> Result<T, DropReason> {
+        self.counters.count_drop(r);
+        Err(r)
+    }
+
+    // ---------------------------------------------------------------- packet stage
+
+    /// Phase 1: find the packet's connection (either direction) or prepare a new flow (static
+    /// de-NAT of the destination). `ip` is the IPv4 datagram received on `rx_if`. Drops decided
+    /// here (malformed, non-first fragment, TCP non-SYN or ICMP non-request without a
+    /// connection) are counted here.
+    pub fn lookup(&mut self, _now: u64, rx_if: u16, ip: &[u8]) -> Lookup {
+        let p = match parse(ip) {
+            Ok(p) => p,
+            Err(r) => {
+                self.counters.count_drop(r);
+                return Lookup::drop(r);
+            }
+        };
+        let mut lk = Lookup {
+            kind: Kind::Untracked,
+            key: p.key,
+            route_dst: p.key.dst,
+            dnat_dst: p.key.dst,
+            dnat_dport: p.key.dport,
+            rx_if,
+            flags: p.flags,
+            icmp_request: p.icmp_request,
+            from_orig: true,
+            idx: NONE,
+            gen: 0,
+        };
+        if !p.tracked {
+            return lk;
+        }
+        if let Some((idx, from_orig)) = self.conn_find(&p.key) {
+            let c = &self.conns[idx as usize];
+            lk.kind = Kind::Existing;
+            lk.idx = idx;
+            lk.gen = c.gen;
+            lk.from_orig = from_orig;
+            lk.route_dst = if from_orig { c.xl.dst } else { c.orig.src };
+            return lk;
+        }
+        if let Err(r) = Self::may_create(&p.key, p.flags, p.icmp_request) {
+            self.counters.count_drop(r);
+            return Lookup::drop(r);
+        }
+        let (d, dp) = self.static_denat(rx_if, &p.key);
+        lk.kind = Kind::New;
+        lk.dnat_dst = d;
+        lk.dnat_dport = dp;
+        lk.route_dst = d;
+        lk
+    }
+
+    /// Strict creation rule: only a pure SYN opens a TCP connection (no mid-stream pick-up), only
+    /// an echo request opens an ICMP one.
+    fn may_create(k: &FlowKey, flags: u16, icmp_request: bool) -> Result<(), DropReason> {
+        match k.proto {
+            P_TCP if flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) != tcp::SYN => {
+                Err(DropReason::TcpNoConn)
+            }
+            P_ICMP if !icmp_request => Err(DropReason::TcpNoConn),
+            _ => Ok(()),
+        }
+    }
+
+    /// Phase 2, after the forwarder routed [`Lookup::route_dst`] to `out_if`: updates or creates
+    /// the connection, rewrites `ip` in place (NAT, checksums), and emits records into `sink`.
+    /// `Err` means drop the packet (already counted).
+    pub fn commit(
+        &mut self,
+        now: u64,
+        lookup: Lookup,
+        out_if: u16,
+        ip: &mut [u8],
+        sink: &mut impl RecordSink,
+    ) -> Result<(), DropReason> {
+        let lk = lookup;
+        match lk.kind {
+            Kind::Drop(r) => Err(r),
+            Kind::Untracked => {
+                if let Err(r) =
+                    self.permit(lk.rx_if, out_if, lk.key.proto, lk.key.src, lk.key.dst, 0)
+                {
+                    return self.fail(r);
+                }
+                self.counters.untracked_passed += 1;
+                Ok(())
+            }
+            Kind::Existing => {
+                let fresh = self
+                    .conns
+                    .get(lk.idx as usize)
+                    .is_some_and(|c| c.gen == lk.gen && c.orig.proto != 0);
+                if fresh {
+                    return self.existing(now, lk.idx, lk.from_orig, &lk, ip, sink);
+                }
+                // The slot was freed or reused since lookup (an earlier packet of the batch).
+                if let Some((idx, fo)) = self.conn_find(&lk.key) {
+                    return self.existing(now, idx, fo, &lk, ip, sink);
+                }
+                if let Err(r) = Self::may_create(&lk.key, lk.flags, lk.icmp_request) {
+                    return self.fail(r);
+                }
+                let (d, dp) = self.static_denat(lk.rx_if, &lk.key);
+                let lk2 = Lookup {
+                    dnat_dst: d,
+                    dnat_dport: dp,
+                    ..lk
+                };
+                self.create(now, &lk2, out_if, ip, sink)
+            }
+            Kind::New => {
+                // An earlier packet of the same batch may have created it.
+                if let Some((idx, fo)) = self.conn_find(&lk.key) {
+                    return self.existing(now, idx, fo, &lk, ip, sink);
+                }
+                self.create(now, &lk, out_if, ip, sink)
+            }
+        }
+    }
+
+    fn existing(
+        &mut self,
+        now: u64,
+        idx: u32,
+        from_orig: bool,
+        lk: &Lookup,
+        ip: &mut [u8],
+        sink: &mut impl RecordSink,
+    ) -> Result<(), DropReason> {
+        let c = self.conns[idx as usize];
+        let mut close = false;
+        if c.orig.proto == P_TCP {
+            let st = TcpState::from_u8(c.state).unwrap_or(TcpState::Established);
+            match tcp::step(st, from_orig, lk.flags) {
+                Step::Stay => {}
+                Step::To(n) => {
+                    self.conns[idx as usize].state = n as u8;
+                    self.conns[idx as usize].last_seen = now;
+                    self.emit_conn(idx, OP_UPSERT, now, sink);
+                }
+                Step::Close => close = true,
+                Step::Invalid => return self.fail(DropReason::TcpInvalid),
+            }
+        }
+        self.conns[idx as usize].last_seen = now;
+        if from_orig {
+            rewrite(ip, &c.orig, &c.xl, lk.icmp_request);
+        } else {
+            rewrite(ip, &c.xl.reverse(), &c.orig.reverse(), lk.icmp_request);
+        }
+        if close {
+            // The RST itself is forwarded so both ends learn; then the connection goes.
+            self.conn_delete(idx, now, sink);
+        }
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        now: u64,
+        lk: &Lookup,
+        out_if: u16,
+        ip: &mut [u8],
+        sink: &mut impl RecordSink,
+    ) -> Result<(), DropReason> {
+        let k = lk.key;
+        if let Err(r) = self.permit(lk.rx_if, out_if, k.proto, k.src, lk.dnat_dst, lk.dnat_dport) {
+            return self.fail(r);
+        }
+        let mut xl = FlowKey {
+            src: k.src,
+            dst: lk.dnat_dst,
+            sport: k.sport,
+            dport: lk.dnat_dport,
+            proto: k.proto,
+        };
+        let mut xlate = NONE;
+        let mut flags = 0u8;
+        match self.snat(lk.rx_if, out_if, &k) {
+            None => {}
+            Some(Snat::Static { mapped, port }) => {
+                xl.src = mapped;
+                if let Some(p) = port {
+                    xl.sport = p;
+                }
+            }
+            Some(Snat::Pat { mapped }) => {
+                let xi = match self.pat_xlate(now, &k, mapped, xl.dst, xl.dport) {
+                    Ok(xi) => xi,
+                    Err(r) => return self.fail(r),
+                };
+                xlate = xi;
+                xl.src = mapped;
+                xl.sport = self.xlates[xi as usize].mapped_port;
+                flags |= CONN_FLAG_PAT;
+            }
+        }
+        // The return tuple must be unambiguous (e.g. a static mapping colliding with a flow).
+        if self.conn_find(&xl.reverse()).is_some() || (xl != k && self.conn_find(&xl).is_some()) {
+            if xlate != NONE {
+                self.xlate_release(xlate, now);
+            }
+            return self.fail(DropReason::TupleConflict);
+        }
+        let Some(idx) = self.conn_free.pop() else {
+            if xlate != NONE {
+                self.xlate_release(xlate, now);
+            }
+            return self.fail(DropReason::ConnTableFull);
+        };
+        let http = k.proto == P_TCP && xl.dport == 80;
+        if http {
+            flags |= CONN_FLAG_HTTP;
+        }
+        if self.replicable(k.proto, lk.rx_if, http) {
+            flags |= F_REPL;
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.conns[idx as usize] = Conn {
+            orig: k,
+            xl,
+            last_seen: now,
+            touched: now,
+            xlate,
+            gen,
+            in_if: lk.rx_if,
+            out_if,
+            state: if k.proto == P_TCP {
+                TcpState::SynSent as u8
+            } else {
+                0
+            },
+            flags,
+        };
+        self.conn_index_insert(idx);
+        self.counters.conn_created += 1;
+        if flags & F_REPL != 0 {
+            if xlate != NONE && !self.xlates[xlate as usize].replicated {
+                self.xlates[xlate as usize].replicated = true;
+                self.emit_xlate(xlate, OP_UPSERT, sink);
+            }
+            self.emit_conn(idx, OP_UPSERT, now, sink);
+        }
+        rewrite(ip, &k, &xl, lk.icmp_request);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- expiry
+
+    /// Incremental sweep: examines at most `budget` connection slots (and `budget / 4 + 1` xlate
+    /// slots) from where the previous call stopped, deletes idle connections (emitting deletes),
+    /// emits a touch for replicated connections that saw traffic and whose last record is older
+    /// than a quarter of their timeout, and frees PAT xlates unused for `pat_xlate`. Returns the
+    /// number of connections expired. Call it once per batch with a small budget so that the
+    /// whole table is walked well within the shortest timeout.
+    pub fn expire(&mut self, now: u64, budget: usize, sink: &mut impl RecordSink) -> usize {
+        let mut expired = 0;
+        let n = self.conns.len();
+        for _ in 0..budget.min(n) {
+            let i = self.sweep_conn;
+            self.sweep_conn = if i + 1 >= n { 0 } else { i + 1 };
+            let c = self.conns[i];
+            if c.orig.proto == 0 {
+                continue;
+            }
+            let to = self.timeout_ns[Self::class_of(&c) as usize];
+            if now.saturating_sub(c.last_seen) >= to {
+                self.conn_delete(i as u32, now, sink);
+                expired += 1;
+            } else if c.flags & F_REPL != 0
+                && c.last_seen > c.touched
+                && now.saturating_sub(c.touched) >= to / 4
+            {
+                self.emit_conn(i as u32, OP_UPSERT, now, sink);
+            }
+        }
+        let nx = self.xlates.len();
+        for _ in 0..(budget / 4 + 1).min(nx) {
+            let i = self.sweep_xlate;
+            self.sweep_xlate = if i + 1 >= nx { 0 } else { i + 1 };
+            let x = self.xlates[i];
+            if x.proto != 0 && x.refs == 0 && now.saturating_sub(x.idle_since) >= self.pat_xlate_ns
+            {
+                if x.replicated {
+                    self.emit_xlate(i as u32, OP_DELETE, sink);
+                }
+                self.xlate_remove(i as u32);
+            }
+        }
+        expired
+    }
+
+    // ---------------------------------------------------------------- apply
+
+    /// Applies one received record (payload parsed in place). Never panics on any bytes. Upserts
+    /// and deletes are idempotent: applying a stream twice leaves the same tables. `KIND_ARP`
+    /// answers [`ApplyError::NotMine`] (the dataplane's ARP table applies it).
+    pub fn apply(&mut self, now: u64, kind: u8, op: u8, payload: &[u8]) -> Result<(), ApplyError> {
+        let r = self.apply_inner(now, kind, op, payload);
+        match r {
+            Ok(()) => self.counters.records_applied += 1,
+            Err(ApplyError::NotMine) => {}
+            Err(_) => self.counters.records_rejected += 1,
+        }
+        r
+    }
+
+    fn apply_inner(
+        &mut self,
+        now: u64,
+        kind: u8,
+        op: u8,
+        payload: &[u8],
+    ) -> Result<(), ApplyError> {
+        let Some(want) = records::payload_len(kind) else {
+            return Err(ApplyError::UnknownKind(kind));
+        };
+        if op != OP_UPSERT && op != OP_DELETE {
+            return Err(ApplyError::UnknownOp { kind, op });
+        }
+        let len_err = ApplyError::Length {
+            kind,
+            len: payload.len(),
+            want,
+        };
+        match kind {
+            KIND_CONN => {
+                let r = ConnRecord::ref_from_bytes(payload).map_err(|_| len_err)?;
+                self.apply_conn(now, op, r)
+            }
+            KIND_XLATE => {
+                let r = XlateRecord::ref_from_bytes(payload).map_err(|_| len_err)?;
+                self.apply_xlate(now, op, r)
+            }
+            KIND_SA => {
+                let r = SaRecord::ref_from_bytes(payload).map_err(|_| len_err)?;
+                self.apply_sa(now, op, r)
+            }
+            _ => Err(ApplyError::NotMine),
+        }
+    }
+
+    fn apply_conn(&mut self, now: u64, op: u8, r: &ConnRecord) -> Result<(), ApplyError> {
+        let inval = |what| ApplyError::Invalid {
+            kind: KIND_CONN,
+            what,
+        };
+        let proto = r.proto;
+        if !matches!(proto, P_TCP | P_UDP | P_ICMP) {
+            return Err(inval("protocol is not tcp, udp or icmp"));
+        }
+        let orig = FlowKey {
+            src: u32::from_be_bytes(r.src),
+            dst: u32::from_be_bytes(r.dst),
+            sport: r.sport.get(),
+            dport: r.dport.get(),
+            proto,
+        };
+        if op == OP_DELETE {
+            if let Some((idx, true)) = self.conn_find(&orig) {
+                self.conn_delete(idx, now, &mut records::NullSink);
+            }
+            return Ok(());
+        }
+        let xl = FlowKey {
+            src: u32::from_be_bytes(r.xsrc),
+            dst: u32::from_be_bytes(r.xdst),
+            sport: r.xsport.get(),
+            dport: r.xdport.get(),
+            proto,
+        };
+        let (in_if, out_if) = (r.in_if.get(), r.out_if.get());
+        let n = self.ifaces.len();
+        if usize::from(in_if) >= n || usize::from(out_if) >= n {
+            return Err(inval("interface index out of range"));
+        }
+        let state = if proto == P_TCP {
+            match TcpState::from_u8(r.tcp_state) {
+                Some(TcpState::Closed) | None => return Err(inval("bad tcp state")),
+                Some(s) => s as u8,
+            }
+        } else if r.tcp_state != 0 {
+            return Err(inval("tcp state on a non-tcp connection"));
+        } else {
+            0
+        };
+        if r.flags & !(CONN_FLAG_HTTP | CONN_FLAG_PAT) != 0 {
+            return Err(inval("unknown flags"));
+        }
+        let pat = r.flags & CONN_FLAG_PAT != 0;
+        if pat && orig.src == xl.src && orig.sport == xl.sport {
+            return Err(inval("PAT flag without a source translation"));
+        }
+        let last_seen = now.saturating_sub(u64::from(r.idle_ms.get()) * NS_PER_MS);
+        let flags = r.flags | F_REPL;
+        if let Some((idx, from_orig)) = self.conn_find(&orig) {
+            let c = &mut self.conns[idx as usize];
+            if from_orig
+                && c.xl == xl
+                && c.in_if == in_if
+                && c.out_if == out_if
+                && (c.flags & CONN_FLAG_PAT != 0) == pat
+            {
+                c.state = state;
+                c.last_seen = last_seen;
+                c.flags = flags;
+                c.touched = now;
+                return Ok(());
+            }
+            // The active's view wins over whatever this unit had.
+            self.conn_delete(idx, now, &mut records::NullSink);
+        }
+        while let Some((idx, _)) = self.conn_find(&xl.reverse()) {
+            self.conn_delete(idx, now, &mut records::NullSink);
+        }
+        while let Some((idx, _)) = self.conn_find(&xl) {
+            if xl == orig {
+                break;
+            }
+            self.conn_delete(idx, now, &mut records::NullSink);
+        }
+        let mut xlate = NONE;
+        if pat {
+            xlate = match self.xlate_find_real(proto, orig.src, orig.sport, xl.src) {
+                Some(xi) if self.xlates[xi as usize].mapped_port == xl.sport => xi,
+                found => {
+                    // This unit maps the real endpoint (or owns the mapped endpoint) otherwise,
+                    // from its own forwarding or a lost delete: the active's mapping wins, so
+                    // the translation stays the same after a failover. Refusing the record
+                    // instead lost the connection, and the next packet got a new PAT port.
+                    if let Some(xi) = found {
+                        self.xlate_evict(xi, now);
+                    }
+                    if let Some(other) = self.xlate_find_mapped(proto, xl.src, xl.sport) {
+                        self.xlate_evict(other, now);
+                    }
+                    let Some(xi) = self.xlate_free.pop() else {
+                        return Err(ApplyError::TableFull { kind: KIND_XLATE });
+                    };
+                    self.xlates[xi as usize] = Xlate {
+                        real: orig.src,
+                        mapped: xl.src,
+                        real_port: orig.sport,
+                        mapped_port: xl.sport,
+                        proto,
+                        replicated: true,
+                        refs: 0,
+                        idle_since: now,
+                    };
+                    self.xlate_index_insert(xi);
+                    self.counters.xlate_created += 1;
+                    xi
+                }
+            };
+        }
+        let Some(idx) = self.conn_free.pop() else {
+            return Err(ApplyError::TableFull { kind: KIND_CONN });
+        };
+        if xlate != NONE {
+            self.xlates[xlate as usize].refs += 1;
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.conns[idx as usize] = Conn {
+            orig,
+            xl,
+            last_seen,
+            touched: now,
+            xlate,
+            gen,
+            in_if,
+            out_if,
+            state,
+            flags,
+        };
+        self.conn_index_insert(idx);
+        self.counters.conn_created += 1;
+        Ok(())
+    }
+
+    fn apply_xlate(&mut self, now: u64, op: u8, r: &XlateRecord) -> Result<(), ApplyError> {
+        let inval = |what| ApplyError::Invalid {
+            kind: KIND_XLATE,
+            what,
+        };
+        let proto = r.proto;
+        if !matches!(proto, P_TCP | P_UDP | P_ICMP) {
+            return Err(inval("protocol is not tcp, udp or icmp"));
+        }
+        if r.kind != XLATE_PAT {
+            return Err(inval(
+                "only PAT xlates are replicated (static NAT is configuration)",
+            ));
+        }
+        let (real, mapped) = (u32::from_be_bytes(r.real), u32::from_be_bytes(r.mapped));
+        let (rp, mp) = (r.real_port.get(), r.mapped_port.get());
+        let existing = self.xlate_find_real(proto, real, rp, mapped);
+        if op == OP_DELETE {
+            // Connections still using it keep it; their deletes release it.
+            if let Some(xi) = existing {
+                if self.xlates[xi as usize].refs == 0 {
+                    self.xlate_remove(xi);
+                }
+            }
+            return Ok(());
+        }
+        if let Some(xi) = existing {
+            let x = &mut self.xlates[xi as usize];
+            if x.mapped_port == mp {
+                x.replicated = true;
+                return Ok(());
+            }
+            // The active maps this real endpoint to another port: its view wins, together with
+            // the connections that used this unit's mapping (see `xlate_evict`).
+            self.xlate_evict(xi, now);
+        }
+        if let Some(other) = self.xlate_find_mapped(proto, mapped, mp) {
+            self.xlate_evict(other, now);
+        }
+        let Some(xi) = self.xlate_free.pop() else {
+            return Err(ApplyError::TableFull { kind: KIND_XLATE });
+        };
+        self.xlates[xi as usize] = Xlate {
+            real,
+            mapped,
+            real_port: rp,
+            mapped_port: mp,
+            proto,
+            replicated: true,
+            refs: 0,
+            idle_since: now,
+        };
+        self.xlate_index_insert(xi);
+        self.counters.xlate_created += 1;
+        Ok(())
+    }
+
+    fn apply_sa(&mut self, now: u64, op: u8, r: &SaRecord) -> Result<(), ApplyError> {
+        let Some(dir) = SaDirection::from_u8(r.direction) else {
+            return Err(ApplyError::Invalid {
+                kind: KIND_SA,
+                what: "unknown SA direction",
+            });
+        };
+        if op == OP_DELETE {
+            self.sa_remove_inner(r.spi.get(), dir);
+            return Ok(());
+        }
+        let slot = SaSlot::from_record(r, now).map_err(|what| ApplyError::Invalid {
+            kind: KIND_SA,
+            what,
+        })?;
+        self.sa_put(slot)
+            .map_err(|_| ApplyError::TableFull { kind: KIND_SA })
+    }
+
+    // ---------------------------------------------------------------- SAs
+
+    fn sa_hash(keyed: &Keyed, spi: u32, dir: SaDirection) -> u64 {
+        keyed.two(u64::from(spi) | (u64::from(dir as u8) << 32), 3 << 40)
+    }
+
+    fn sa_find(&self, spi: u32, dir: SaDirection) -> Option<u32> {
+        let sas = &self.sas;
+        self.sa_index
+            .find(Self::sa_hash(&self.keyed, spi, dir), |v| {
+                sas[v as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.e.spi == spi && s.e.direction == dir)
+            })
+    }
+
+    /// Inserts or replaces; `Err(())` when full.
+    fn sa_put(&mut self, slot: SaSlot) -> Result<(), ()> {
+        if let Some(i) = self.sa_find(slot.e.spi, slot.e.direction) {
+            self.sas[i as usize] = Some(slot);
+            return Ok(());
+        }
+        let Some(i) = self.sa_free.pop() else {
+            return Err(());
+        };
+        self.sas[i as usize] = Some(slot);
+        self.sa_index
+            .insert(Self::sa_hash(&self.keyed, slot.e.spi, slot.e.direction), i);
+        Ok(())
+    }
+
+    fn sa_remove_inner(&mut self, spi: u32, dir: SaDirection) -> bool {
+        let Some(i) = self.sa_find(spi, dir) else {
+            return false;
+        };
+        let (keyed, sas) = (&self.keyed, &self.sas);
+        self.sa_index
+            .remove(Self::sa_hash(keyed, spi, dir), i, |v| {
+                sas[v as usize]
+                    .as_ref()
+                    .map_or(0, |s| Self::sa_hash(keyed, s.e.spi, s.e.direction))
+            });
+        self.sas[i as usize] = None;
+        self.sa_free.push(i);
+        true
+    }
+
+    /// Adds (or replaces) an SA after validating it, and emits its record.
+    pub fn sa_add(
+        &mut self,
+        now: u64,
+        entry: SaEntry,
+        sink: &mut impl RecordSink,
+    ) -> Result<(), SaError> {
+        entry.validate()?;
+        let expires = entry.life_secs.map_or(u64::MAX, |s| {
+            now.saturating_add(u64::from(s) * 1_000_000_000)
+        });
+        let slot = SaSlot {
+            e: entry,
+            created: now,
+            expires,
+            seq_sent: entry.seq,
+        };
+        if self.sa_put(slot).is_err() {
+            self.counters.drop_sa_table_full += 1;
+            return Err(SaError::TableFull { spi: entry.spi });
+        }
+        let r = slot.record(now);
+        sink.put(
+            KIND_SA,
+            OP_UPSERT,
+            Self::sa_key(entry.spi, entry.direction),
+            r.as_bytes(),
+        );
+        self.counters.records_emitted += 1;
+        Ok(())
+    }
+
+    fn sa_key(spi: u32, dir: SaDirection) -> u64 {
+        (u64::from(spi) << 8) | u64::from(dir as u8)
+    }
+
+    /// Removes an SA and emits its delete; false when it did not exist.
+    pub fn sa_remove(
+        &mut self,
+        spi: u32,
+        direction: SaDirection,
+        sink: &mut impl RecordSink,
+    ) -> bool {
+        if !self.sa_remove_inner(spi, direction) {
+            return false;
+        }
+        let r = SaSlot::delete_record(spi, direction);
+        sink.put(
+            KIND_SA,
+            OP_DELETE,
+            Self::sa_key(spi, direction),
+            r.as_bytes(),
+        );
+        self.counters.records_emitted += 1;
+        true
+    }
+
+    /// The ESP path reports an SA's new sequence number; a record is emitted each time it has
+    /// advanced [`records::SA_SEQ_STEP`] past the last replicated value. False if no such SA.
+    pub fn sa_advance(
+        &mut self,
+        now: u64,
+        spi: u32,
+        direction: SaDirection,
+        seq: u64,
+        sink: &mut impl RecordSink,
+    ) -> bool {
+        let Some(i) = self.sa_find(spi, direction) else {
+            return false;
+        };
+        let Some(s) = self.sas[i as usize].as_mut() else {
+            return false;
+        };
+        s.e.seq = seq;
+        if seq.saturating_sub(s.seq_sent) >= records::SA_SEQ_STEP {
+            s.seq_sent = seq;
+            let r = s.record(now);
+            sink.put(
+                KIND_SA,
+                OP_UPSERT,
+                Self::sa_key(spi, direction),
+                r.as_bytes(),
+            );
+            self.counters.records_emitted += 1;
+        }
+        true
+    }
+
+    /// The SA, if present.
+    pub fn sa_get(&self, spi: u32, direction: SaDirection) -> Option<&SaEntry> {
+        self.sa_find(spi, direction)
+            .and_then(|i| self.sas[i as usize].as_ref())
+            .map(|s| &s.e)
+    }
+
+    /// Every SA, as operators see it (keys omitted).
+    pub fn sa_iter(&self, now: u64, mut f: impl FnMut(SaView)) {
+        for s in self.sas.iter().flatten() {
+            f(SaView {
+                spi: s.e.spi,
+                direction: s.e.direction,
+                peer: s.e.peer,
+                local: s.e.local,
+                cipher: s.e.cipher,
+                integrity: s.e.integrity,
+                seq: s.e.seq,
+                life_secs_remaining: (s.expires != u64::MAX)
+                    .then(|| s.expires.saturating_sub(now) / 1_000_000_000),
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- bulk sync
+
+    /// Emits the next at most `max_records` upserts of a bulk sync: every replicated xlate, then
+    /// every replicated connection (so an xlate precedes the connections using it), then every
+    /// SA. Work per call is bounded (at most `4 × max_records + 64` slots visited). Entries that
+    /// change meanwhile are also emitted by the packet path, so the standby converges.
+    pub fn bulk(
+        &self,
+        cursor: &mut BulkCursor,
+        now: u64,
+        sink: &mut impl RecordSink,
+        max_records: usize,
+    ) -> BulkProgress {
+        if !cursor.started {
+            let (c, x, s) = self.counts();
+            *cursor = BulkCursor {
+                phase: 0,
+                pos: 0,
+                done: 0,
+                total: c + x + s,
+                started: true,
+            };
+        }
+        let mut emitted = 0;
+        let mut visits = max_records.saturating_mul(4).saturating_add(64);
+        while emitted < max_records && visits > 0 && cursor.phase < 3 {
+            visits -= 1;
+            let i = cursor.pos;
+            let len = match cursor.phase {
+                0 => self.xlates.len(),
+                1 => self.conns.len(),
+                _ => self.sas.len(),
+            };
+            if i >= len {
+                cursor.phase += 1;
+                cursor.pos = 0;
+                continue;
+            }
+            cursor.pos += 1;
+            match cursor.phase {
+                0 => {
+                    let x = &self.xlates[i];
+                    if x.proto != 0 {
+                        cursor.done += 1;
+                        if x.replicated {
+                            let r = Self::xlate_record(x);
+                            sink.put(KIND_XLATE, OP_UPSERT, Self::xlate_key(x), r.as_bytes());
+                            emitted += 1;
+                        }
+                    }
+                }
+                1 => {
+                    let c = &self.conns[i];
+                    if c.orig.proto != 0 {
+                        cursor.done += 1;
+                        if c.flags & F_REPL != 0 {
+                            let r = Self::conn_record(c, now);
+                            sink.put(
+                                KIND_CONN,
+                                OP_UPSERT,
+                                hash::record_key(&c.orig),
+                                r.as_bytes(),
+                            );
+                            emitted += 1;
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(s) = &self.sas[i] {
+                        cursor.done += 1;
+                        let r = s.record(now);
+                        sink.put(
+                            KIND_SA,
+                            OP_UPSERT,
+                            Self::sa_key(s.e.spi, s.e.direction),
+                            r.as_bytes(),
+                        );
+                        emitted += 1;
+                    }
+                }
+            }
+        }
+        BulkProgress {
+            done: cursor.done,
+            total: cursor.total.max(cursor.done),
+            finished: cursor.phase >= 3,
+        }
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// Every connection, for `show conn`.
+    pub fn conns(&self, now: u64, mut f: impl FnMut(ConnView<'_>)) {
+        let name = |i: u16| {
+            self.ifaces
+                .get(usize::from(i))
+                .map_or("?", |p| p.name.as_str())
+        };
+        for c in self.conns.iter().filter(|c| c.orig.proto != 0) {
+            let ip = Ipv4Addr::from;
+            f(ConnView {
+                proto: crate::Proto::from_u8(c.orig.proto).map_or("?", crate::Proto::as_str),
+                in_if: name(c.in_if),
+                out_if: name(c.out_if),
+                src: ip(c.orig.src),
+                sport: c.orig.sport,
+                dst: ip(c.orig.dst),
+                dport: c.orig.dport,
+                xlated_src: ip(c.xl.src),
+                xlated_sport: c.xl.sport,
+                xlated_dst: ip(c.xl.dst),
+                xlated_dport: c.xl.dport,
+                state: TcpState::from_u8(c.state).map_or("-", TcpState::as_str),
+                idle_ms: ms(now.saturating_sub(c.last_seen)),
+                replicated: c.flags & F_REPL != 0,
+            });
+        }
+    }
+
+    /// Every PAT xlate, for `show xlate` (static translations are the NAT configuration).
+    pub fn xlates(&self, now: u64, mut f: impl FnMut(XlateView)) {
+        for x in self.xlates.iter().filter(|x| x.proto != 0) {
+            f(XlateView {
+                proto: crate::Proto::from_u8(x.proto).map_or("?", crate::Proto::as_str),
+                kind: "pat",
+                real: Ipv4Addr::from(x.real),
+                real_port: x.real_port,
+                mapped: Ipv4Addr::from(x.mapped),
+                mapped_port: x.mapped_port,
+                conns: x.refs,
+                idle_ms: if x.refs == 0 {
+                    ms(now.saturating_sub(x.idle_since))
+                } else {
+                    0
+                },
+            });
+        }
+    }
+
+    /// Removes every connection and xlate without emitting records (a standby about to receive a
+    /// bulk sync). SAs are kept.
+    pub fn clear(&mut self) {
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if c.orig.proto != 0 {
+                *c = Conn {
+                    gen: c.gen,
+                    ..Conn::default()
+                };
+                self.conn_free.push(i as u32);
+            }
+        }
+        for (i, x) in self.xlates.iter_mut().enumerate() {
+            if x.proto != 0 {
+                *x = Xlate::default();
+                self.xlate_free.push(i as u32);
+            }
+        }
+        self.conn_index.clear();
+        self.xlate_index.clear();
+    }
+}
