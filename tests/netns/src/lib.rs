@@ -189,18 +189,7 @@ impl Netns {
     /// Move the calling thread into this namespace until the guard drops.
     /// Sockets opened meanwhile stay in this namespace for their lifetime.
     pub fn enter(&self) -> Result<NetnsGuard, LabError> {
-        let err = |source| LabError::Setns {
-            ns: self.name.clone(),
-            source,
-        };
-        let back = File::open("/proc/thread-self/ns/net").map_err(err)?;
-        let target = File::open(format!("/var/run/netns/{}", self.name)).map_err(err)?;
-        // SAFETY: setns on an open namespace fd only changes the calling
-        // thread's network namespace; the fd is valid for this call.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(err(io::Error::last_os_error()));
-        }
-        Ok(NetnsGuard { back })
+        enter_named(&self.name)
     }
 
     /// MAC address of an interface in this namespace.
@@ -223,6 +212,22 @@ impl Drop for Netns {
     }
 }
 
+/// [`Netns::enter`] by name, for a thread that cannot borrow the [`Netns`]
+/// (the namespace must outlive the guard).
+pub fn enter_named(name: &str) -> Result<NetnsGuard, LabError> {
+    let err = |source| LabError::Setns {
+        ns: name.to_string(),
+        source,
+    };
+    let back = File::open("/proc/thread-self/ns/net").map_err(err)?;
+    let target = File::open(format!("/var/run/netns/{name}")).map_err(err)?;
+    // SAFETY: setns on an open namespace fd only changes the calling
+    // thread's network namespace; the fd is valid for this call.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(NetnsGuard { back })
+}
 /// Returns the thread to its previous namespace on drop.
 pub struct NetnsGuard {
     back: File,

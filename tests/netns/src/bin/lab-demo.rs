@@ -1,10 +1,12 @@
 //! The main job, end to end, in network namespaces built and removed here.
 //!
 //! * `lab-demo` (default, `pair`): an Active/Standby pair of `tandemd` on
-//!   shared outside/inside segments with a failover link and a state link;
-//!   a paced UDP stream from the client to the server through the VIP; the
-//!   active unit is killed with SIGKILL; the standby takes over; the outage
-//!   is the longest gap the receiver saw.
+//!   shared outside/inside segments with a failover link and a state link,
+//!   stateful with PAT; 200 verified TCP streams and a paced UDP stream from
+//!   the client to the server through the VIP; the active unit is killed
+//!   with SIGKILL; the standby takes over with the replicated connections;
+//!   the outage is the longest gap the receiver saw, and every TCP stream
+//!   must complete cleanly.
 //! * `lab-demo gateway`: one `tandemd` as the routed gateway, with ICMP, a
 //!   TCP transfer (iperf3) and a paced UDP stream through it.
 //!
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use tandem_netns::daemon::{log_dir, wait_for, Daemon};
 use tandem_netns::pair::{PairConfig, VMAC_OUTSIDE};
+use tandem_netns::streams;
 use tandem_netns::topology::{addr, ensure_tool, GatewayLab};
 use tandem_netns::{have_privileges, LabError};
 
@@ -281,8 +284,18 @@ fn pair_config(name: &str, role: &str, socket: &Path) -> String {
     let mut c = PairConfig::new(name, role);
     c.key = Some(DEMO_KEY.into());
     c.unit_timers_ms = (10, 50);
+    // Stateful: the client side is trusted (level 100) and translated by
+    // PAT to the inside VIP, so connections survive only if replicated.
+    c.security_levels = Some((100, 0));
+    c.extra = DEMO_PAT.into();
     c.render(socket)
 }
+
+/// Dynamic PAT of the client subnet to the inside VIP.
+const DEMO_PAT: &str = "[[nat]]\ntype = \"pat\"\nreal = \"198.18.1.0/24\"\nreal_interface = \"outside\"\nmapped_interface = \"inside\"\nmapped = \"interface\"\n";
+
+/// TCP connections the demo keeps streaming across the failover.
+const DEMO_STREAMS: usize = 200;
 
 /// `tandemctl -s SOCK args` (text), or the error text.
 fn ctl_text(tandemctl: &Path, sock: &Path, args: &[&str]) -> String {
@@ -393,6 +406,56 @@ fn pair_demo() -> Result<(), LabError> {
         ],
     )?);
 
+    step(&format!(
+        "TCP: {DEMO_STREAMS} connections through PAT, each streaming a verified byte pattern both ways (tcp-streams)"
+    ));
+    let listen = std::net::SocketAddr::from((addr::INSIDE_SERVER, 5001));
+    let server = {
+        let _in = lab.server.enter()?;
+        let mut cfg = streams::ServerConfig::new(listen);
+        cfg.max_conns = Some(DEMO_STREAMS);
+        cfg.deadline = Duration::from_secs(120);
+        streams::Server::bind(cfg).map_err(|e| LabError::Command {
+            cmd: "tcp-streams server".into(),
+            stderr: e.to_string(),
+        })?
+    };
+    let server = std::thread::spawn(move || server.run());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = std::sync::Arc::new(streams::Progress::default());
+    let mut ccfg = streams::ClientConfig::new(listen, DEMO_STREAMS, 2000, Duration::from_secs(60));
+    ccfg.stop = Some(std::sync::Arc::clone(&stop));
+    ccfg.progress = Some(std::sync::Arc::clone(&progress));
+    ccfg.deadline = Some(Duration::from_secs(120));
+    let client_ns = lab.client.name().to_string();
+    let client = std::thread::spawn(move || {
+        let _in = tandem_netns::enter_named(&client_ns)
+            .map_err(|e| streams::StreamsError::Config(format!("enter {client_ns}: {e}")))?;
+        streams::run_client(&ccfg)
+    });
+    wait_for("TCP streams established", Duration::from_secs(30), || {
+        progress
+            .established
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= DEMO_STREAMS
+    })?;
+    println!("{DEMO_STREAMS} connections established through unit A");
+    wait_for(
+        "connections replicated to B",
+        Duration::from_secs(30),
+        || {
+            ctl_text(&tandemctl, &sock_b, &["show", "conn", "count"])
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= DEMO_STREAMS)
+        },
+    )?;
+    println!(
+        "unit B (standby) holds them: {}",
+        ctl_text(&tandemctl, &sock_b, &["show", "conn", "count"]).trim()
+    );
+
     step("UDP: pktgen 64-byte frames at 20 kpps, client → VIP → server; SIGKILL of the active unit after 2 s");
     let vmac = VMAC_OUTSIDE.0.replace('.', "");
     let vmac = (0..6)
@@ -449,6 +512,25 @@ fn pair_demo() -> Result<(), LabError> {
         .filter(|l| !l.contains(" INFO ") && !l.contains("backend counters"))
     {
         println!("{l}");
+    }
+
+    step("TCP: the connections after the failover");
+    let before = progress.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for(
+        "TCP streams flowing through B",
+        Duration::from_secs(20),
+        || progress.bytes.load(std::sync::atomic::Ordering::Relaxed) > before + 100_000,
+    )?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    match client.join() {
+        Ok(Ok(r)) => println!("{}", r.summary()),
+        Ok(Err(e)) => println!("tcp-streams client: {e}"),
+        Err(_) => println!("tcp-streams client panicked"),
+    }
+    match server.join() {
+        Ok(Ok(r)) => println!("{}", r.summary()),
+        Ok(Err(e)) => println!("tcp-streams server: {e}"),
+        Err(_) => println!("tcp-streams server panicked"),
     }
 
     step("unit B: show failover");
