@@ -19,8 +19,15 @@
 //!   are handed whole to the owning worker's inbound channel (which wakes
 //!   it); its ACK/NAK/BULK_REQUEST frames are sealed and sent. A frame is
 //!   only offered to the Receiver once a worker buffer is reserved for it,
-//!   so a full worker looks like a lost frame (NAK, retransmission), never
-//!   like a delivered one that vanished.
+//!   so a full worker never looks like a delivered frame that vanished.
+//!   When the worker has no free buffer the frame is *parked* and the
+//!   socket is not read until a buffer comes back: the following frames
+//!   wait in the kernel's receive buffer instead of being dropped, so a
+//!   slow standby worker slows the link down (the sender's window is its
+//!   buffer pool) rather than opening a gap that costs a go-back-N resend
+//!   of the whole window. A frame parked longer than [`PARK_MAX`] (the
+//!   worker is stuck) is dropped after all, and NAK/retransmission repair
+//!   it.
 //! * **idle** (negotiating, failed, disabled): frames are drained and
 //!   counted, nothing is sent but the link handshake.
 //!
@@ -65,6 +72,15 @@ pub const WAIT_ACTIVE: Duration = Duration::from_millis(1);
 pub const WAIT_STANDBY: Duration = Duration::from_millis(1);
 /// Longest wait while frames are unacknowledged (retransmission timers).
 pub const WAIT_BUSY: Duration = Duration::from_micros(100);
+
+/// Longest a frame waits for a worker buffer before it is dropped (and
+/// repaired by NAK and retransmission): beyond it the worker is stuck,
+/// and the link must keep reading (handshakes, other streams).
+pub const PARK_MAX: Duration = Duration::from_millis(100);
+/// Pause between looks for a worker buffer while a frame is parked (the
+/// pool has no wake-up; a spin would take a core from the worker that
+/// has to free the buffer).
+const PARK_POLL: Duration = Duration::from_micros(20);
 
 /// Frames read from the socket per iteration.
 const RX_BUDGET: usize = 256;
@@ -191,9 +207,14 @@ pub struct ReplicationCounters {
     pub rx_frames: u64,
     /// Opened frames dropped while idle (neither active nor standby).
     pub rx_not_standby: u64,
-    /// Frames dropped because the worker had no free buffer (retransmitted
-    /// later by the mate).
+    /// Frames dropped because the worker had no buffer for them (none
+    /// free for [`PARK_MAX`], or too small; retransmitted later by the
+    /// mate).
     pub rx_no_buffer: u64,
+    /// Frames that waited for a worker buffer (socket reads paused
+    /// meanwhile: flow control, nothing lost).
+    #[serde(default)]
+    pub rx_parked: u64,
     /// In-order frames handed to the workers.
     pub rx_delivered: u64,
     /// Bulk syncs started because a worker overflowed.
@@ -443,6 +464,7 @@ impl ReplicationHandle {
             nonces,
             tx: vec![0u8; buf_len.max(tandem_link::wire::HELLO_LEN)],
             rx: vec![0u8; buf_len.max(2048)],
+            parked: None,
             counters: ReplicationCounters::default(),
             last_status: None,
             last_overflow_check: None,
@@ -507,6 +529,9 @@ struct Repl {
     tx: Vec<u8>,
     /// Receive buffer.
     rx: Vec<u8>,
+    /// Standby: an opened frame in `rx[range]` waiting for a worker
+    /// buffer since the instant given; the socket is not read meanwhile.
+    parked: Option<(std::ops::Range<usize>, Duration)>,
     counters: ReplicationCounters,
     last_status: Option<Duration>,
     last_overflow_check: Option<Duration>,
@@ -556,6 +581,11 @@ impl Repl {
                     if !self.io.sock_readable() {
                         let _ = sel.ready_timeout(wait);
                     }
+                }
+                _ if self.parked.is_some() => {
+                    // The socket is readable but a frame waits for a
+                    // worker buffer, which has no wake-up: look again soon.
+                    std::thread::sleep(PARK_POLL);
                 }
                 _ => {
                     let wait = if busy { WAIT_BUSY } else { WAIT_STANDBY };
@@ -618,7 +648,24 @@ impl Repl {
     /// Frames from the mate.
     fn receive(&mut self, now: Duration) {
         let now_ns = nanos(now);
-        for _ in 0..RX_BUDGET {
+        if self.role != ReplicationRole::Standby {
+            self.parked = None;
+        }
+        if let Some((range, since)) = self.parked.take() {
+            if !self.offer(now_ns, range.clone()) {
+                if now.saturating_sub(since) < PARK_MAX {
+                    self.parked = Some((range, since));
+                } else {
+                    // The worker is stuck: give up on this frame (its gap
+                    // is NAKed and repaired) and keep the link read.
+                    self.counters.rx_no_buffer += 1;
+                }
+            }
+        }
+        // While a frame is parked the socket is not read: later frames
+        // wait in the kernel's receive buffer, in order.
+        let budget = if self.parked.is_some() { 0 } else { RX_BUDGET };
+        for _ in 0..budget {
             let Some(r) = self.io.receive(now, &mut self.rx) else {
                 break;
             };
@@ -626,51 +673,18 @@ impl Repl {
                 continue;
             };
             self.counters.rx_frames += 1;
-            let payload = &self.rx[opened.payload];
             match self.role {
                 ReplicationRole::Active => {
                     if let Some(s) = self.sender.as_mut() {
-                        let _ = s.handle_control(now_ns, payload);
+                        let _ = s.handle_control(now_ns, &self.rx[opened.payload]);
                     }
                 }
                 ReplicationRole::Standby => {
-                    // Reserve the worker's buffer before the Receiver counts
-                    // the frame as delivered.
-                    let port = frame_stream(payload).and_then(|s| self.ports.get(usize::from(s)));
-                    let Some(port) = port else {
-                        let _ = self.receiver.handle_frame(now_ns, payload);
-                        continue;
-                    };
-                    let Some(mut buf) = port.get() else {
-                        self.counters.rx_no_buffer += 1;
-                        continue;
-                    };
-                    if buf.capacity() < payload.len() {
-                        port.put(buf);
-                        self.counters.rx_no_buffer += 1;
-                        continue;
-                    }
-                    buf.clear();
-                    buf.spare_mut()[..payload.len()].copy_from_slice(payload);
-                    buf.set_len(payload.len());
-                    let deliver = matches!(
-                        self.receiver.handle_frame(now_ns, buf.as_bytes()),
-                        Delivery::Records { .. }
-                            | Delivery::BulkBegin { .. }
-                            | Delivery::BulkEnd { .. }
-                    );
-                    if deliver {
-                        match port.deliver(buf) {
-                            Ok(()) => self.counters.rx_delivered += 1,
-                            Err(b) => {
-                                // Unreachable while the channel holds as many
-                                // frames as the pool has buffers.
-                                port.put(b);
-                                self.counters.rx_no_buffer += 1;
-                            }
-                        }
-                    } else {
-                        port.put(buf);
+                    let range = opened.payload;
+                    if !self.offer(now_ns, range.clone()) {
+                        self.counters.rx_parked += 1;
+                        self.parked = Some((range, now));
+                        break;
                     }
                 }
                 ReplicationRole::Idle => self.counters.rx_not_standby += 1,
@@ -684,6 +698,54 @@ impl Repl {
                 self.seal_and_send(now, n);
             }
         }
+    }
+
+    /// Standby: copies the opened frame in `rx[range]` into a buffer of its
+    /// worker and offers it to the Receiver, delivering it to the worker
+    /// when in order. The buffer is reserved first, so the Receiver never
+    /// counts a frame as delivered that the worker cannot take. `false`:
+    /// the worker has no free buffer; nothing was consumed, offer it again.
+    fn offer(&mut self, now_ns: u64, range: std::ops::Range<usize>) -> bool {
+        let Some(payload) = self.rx.get(range) else {
+            return true;
+        };
+        let port = frame_stream(payload).and_then(|s| self.ports.get(usize::from(s)));
+        let Some(port) = port else {
+            // No such stream: the Receiver counts it as invalid.
+            let _ = self.receiver.handle_frame(now_ns, payload);
+            return true;
+        };
+        let Some(mut buf) = port.get() else {
+            return false;
+        };
+        if buf.capacity() < payload.len() {
+            // Waiting would not help: drop it (counted; the mate's frame
+            // size and ours disagree).
+            port.put(buf);
+            self.counters.rx_no_buffer += 1;
+            return true;
+        }
+        buf.clear();
+        buf.spare_mut()[..payload.len()].copy_from_slice(payload);
+        buf.set_len(payload.len());
+        let deliver = matches!(
+            self.receiver.handle_frame(now_ns, buf.as_bytes()),
+            Delivery::Records { .. } | Delivery::BulkBegin { .. } | Delivery::BulkEnd { .. }
+        );
+        if deliver {
+            match port.deliver(buf) {
+                Ok(()) => self.counters.rx_delivered += 1,
+                Err(b) => {
+                    // Unreachable while the channel holds as many frames
+                    // as the pool has buffers.
+                    port.put(b);
+                    self.counters.rx_no_buffer += 1;
+                }
+            }
+        } else {
+            port.put(buf);
+        }
+        true
     }
 
     /// Seal `tx[DATA_HEADER_LEN..][..n]` and send it.
@@ -1010,11 +1072,11 @@ mod tests {
         pool: (Tx<SyncBuf>, Rx<SyncBuf>),
     }
 
-    fn port() -> (Box<dyn StreamPort>, Worker) {
-        let (out_tx, out_rx) = bounded(BUFFERS);
-        let (in_tx, in_rx) = bounded(BUFFERS);
-        let pool = bounded(BUFFERS);
-        for _ in 0..BUFFERS {
+    fn port(buffers: usize) -> (Box<dyn StreamPort>, Worker) {
+        let (out_tx, out_rx) = bounded(buffers);
+        let (in_tx, in_rx) = bounded(buffers);
+        let pool = bounded(buffers);
+        for _ in 0..buffers {
             pool.0.send(SyncBuf::with_capacity(FRAME)).unwrap();
         }
         (
@@ -1062,6 +1124,11 @@ mod tests {
     }
 
     fn pair(test: &str, key_b: &str) -> Option<Pair> {
+        pair_with(test, key_b, BUFFERS)
+    }
+
+    /// A pair whose standby worker has `standby_buffers` frame buffers.
+    fn pair_with(test: &str, key_b: &str, standby_buffers: usize) -> Option<Pair> {
         if !have_privileges(test) {
             return None;
         }
@@ -1073,8 +1140,8 @@ mod tests {
             L2Socket::open("st0", ETHERTYPE).unwrap()
         };
         let (sa, sb) = (open(&na), open(&nb));
-        let (pa, wa) = port();
-        let (pb, wb) = port();
+        let (pa, wa) = port(BUFFERS);
+        let (pb, wb) = port(standby_buffers);
         let ta = Arc::new(FakeTables::default());
         let tb = Arc::new(FakeTables::default());
         let a = ReplicationHandle::with_socket(sa, &key(KEY), vec![pa], ta.clone(), None).unwrap();
@@ -1184,6 +1251,106 @@ mod tests {
         });
         // Acknowledged buffers went back to the active worker's pool.
         wait_for("buffers back in the pool", || p.wa.pool.1.len() == BUFFERS);
+    }
+
+    /// Flow control: a standby worker with 4 buffers that frees them only
+    /// when all 4 are in use. Frames that find no buffer wait in the
+    /// socket (parked), none is dropped, NAKed or resent, and every record
+    /// arrives once, in order.
+    #[test]
+    fn a_slow_standby_worker_parks_frames_instead_of_dropping_them() {
+        const SLOW: usize = 4;
+        const FRAMES: u64 = 200;
+        let Some(p) = pair_with(
+            "a_slow_standby_worker_parks_frames_instead_of_dropping_them",
+            KEY,
+            SLOW,
+        ) else {
+            return;
+        };
+        wait_for("a bulk sync request", || {
+            !p.ta.bulks.lock().unwrap().is_empty()
+        });
+        control(&p.wa, FrameType::BulkBegin, 0);
+        control(&p.wa, FrameType::BulkEnd, 0);
+        let mut got = Vec::new();
+        let mut frames = 0u64;
+        wait_for("the standby to be ready", || {
+            while let Ok(b) = p.wb.delivered.try_recv() {
+                frames += 1;
+                p.wb.pool.0.send(b).unwrap();
+            }
+            p.b.link().ready()
+        });
+        // The active worker encodes as fast as its pool allows; the
+        // standby worker takes a frame only once it holds all its buffers.
+        let mut enc = FrameEncoder::new(0, FRAME).unwrap();
+        let mut sent = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < (FRAMES * 3) as usize {
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {} of {} records at the standby",
+                got.len(),
+                FRAMES * 3
+            );
+            while sent < FRAMES {
+                let Ok(mut b) = p.wa.pool.1.try_recv() else {
+                    break;
+                };
+                b.clear();
+                assert!(enc.begin(b, false).is_none());
+                for k in sent * 3..sent * 3 + 3 {
+                    assert_eq!(enc.put(0, 1, 1, k, &k.to_be_bytes()), Put::Written);
+                }
+                p.wa.out.send(enc.finish().unwrap()).unwrap();
+                sent += 1;
+            }
+            if p.wb.delivered.len() == SLOW || sent == FRAMES {
+                if let Ok(b) = p.wb.delivered.try_recv() {
+                    frames += 1;
+                    got.extend(keys_of(&b).unwrap_or_default());
+                    p.wb.pool.0.send(b).unwrap();
+                    continue;
+                }
+            }
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            got,
+            (0..FRAMES * 3).collect::<Vec<_>>(),
+            "in order, nothing twice"
+        );
+        assert!(
+            p.wb.delivered.try_recv().is_err(),
+            "nothing delivered twice"
+        );
+        assert_eq!(
+            frames,
+            2 + FRAMES,
+            "bulk begin, bulk end and the data frames"
+        );
+        wait_for("every frame acknowledged", || {
+            p.wa.pool.1.len() == BUFFERS && p.a.link().status().lag_frames == 0
+        });
+        let a = p.a.link().status();
+        let b = p.b.link().status();
+        let tx = a.sender.as_ref().unwrap();
+        let rx = b.receiver.as_ref().unwrap();
+        assert!(
+            b.counters.rx_parked >= 1,
+            "no frame had to wait: {:?}",
+            b.counters
+        );
+        assert_eq!(b.counters.rx_no_buffer, 0, "{:?}", b.counters);
+        assert_eq!(rx["naks_sent"].as_u64(), Some(0), "{rx}");
+        assert_eq!(tx["naks_received"].as_u64(), Some(0), "{tx}");
+        // A retransmission timeout (10 ms without an ACK moving) can only
+        // fire if a thread of this test was descheduled that long; without
+        // one, nothing at all was sent twice.
+        if tx["timeouts"].as_u64() == Some(0) {
+            assert_eq!(tx["retransmits"].as_u64(), Some(0), "{tx}");
+        }
     }
 
     #[test]

@@ -35,8 +35,11 @@ use tandem_netns::{have_privileges, Netns};
 const SETTLE: Duration = Duration::from_secs(30);
 const TCP_PORT: u16 = 5001;
 const UDP_PORT: u16 = 5002;
-/// Pattern bytes per second per TCP connection.
-const RATE_PER_CONN: u64 = 2000;
+/// Pattern bytes per second per TCP connection, written every 200 ms: 1 000
+/// connections stay near 20 kpps through an unoptimised tandemd on a busy CI
+/// core (at 50 ms writes its RX ring overflowed and SYNs were lost).
+const RATE_PER_CONN: u64 = 1000;
+const WRITE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Concurrent TCP connections: the acceptance asks for ≥ 1 000.
 fn conns() -> usize {
@@ -245,6 +248,9 @@ impl Streams {
         };
         let server = s.spawn(move || server.run().expect("streams server"));
         let mut cfg = ClientConfig::new(listen, n, RATE_PER_CONN, Duration::from_secs(600));
+        cfg.write_interval = WRITE_INTERVAL;
+        // SYN retransmissions come after 1, 3 and 7 s.
+        cfg.connect_timeout = Duration::from_secs(15);
         cfg.stop = Some(Arc::clone(&streams.stop));
         cfg.progress = Some(Arc::clone(&streams.progress));
         cfg.drain_timeout = Duration::from_secs(30);
@@ -555,6 +561,7 @@ fn state_link_cut_marks_state_stale_without_failover_and_resyncs_when_restored()
         let p2 = Arc::new(Progress::default());
         let stop2 = Arc::new(AtomicBool::new(false));
         let mut cfg = ClientConfig::new(listen, second, RATE_PER_CONN, Duration::from_secs(600));
+        cfg.write_interval = WRITE_INTERVAL;
         cfg.first_id = 10_000;
         cfg.deadline = Some(Duration::from_secs(180));
         cfg.stop = Some(Arc::clone(&stop2));
