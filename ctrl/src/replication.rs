@@ -1286,6 +1286,7 @@ mod tests {
         // standby worker takes a frame only once it holds all its buffers.
         let mut enc = FrameEncoder::new(0, FRAME).unwrap();
         let mut sent = 0u64;
+        let mut parked_seen = false;
         let deadline = Instant::now() + Duration::from_secs(20);
         while got.len() < (FRAMES * 3) as usize {
             assert!(
@@ -1306,7 +1307,13 @@ mod tests {
                 p.wa.out.send(enc.finish().unwrap()).unwrap();
                 sent += 1;
             }
-            if p.wb.delivered.len() == SLOW || sent == FRAMES {
+            // The worker holds all its buffers until the link reports a
+            // parked frame, so parking is forced rather than left to how
+            // the threads happen to be scheduled.
+            if !parked_seen && p.wb.delivered.len() == SLOW {
+                parked_seen = p.b.link().status().counters.rx_parked >= 1;
+            }
+            if parked_seen && (p.wb.delivered.len() == SLOW || sent == FRAMES) {
                 if let Ok(b) = p.wb.delivered.try_recv() {
                     frames += 1;
                     got.extend(keys_of(&b).unwrap_or_default());
