@@ -11,8 +11,10 @@ macro_rules! counters {
         /// A worker's counters. Every received frame ends as exactly one of:
         /// forwarded (`forwarded`), answered in place (`tx_arp_reply`,
         /// `tx_icmp_echo_reply`), consumed (`rx_for_us`, `rx_not_owned`,
-        /// `rx_punted`, `rx_arp_*` other than answered requests) or dropped
-        /// (exactly one `drop_*`; an ICMP error may then be sent in its frame).
+        /// `rx_punted`, `rx_arp_*` other than answered requests), handed to
+        /// the worker owning its flow (`handoff_out`; it ends there, counted
+        /// `handoff_in` and then as above) or dropped (exactly one `drop_*`;
+        /// an ICMP error may then be sent in its frame).
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
         pub struct Counters {
             $( $(#[doc = $doc])+ pub $name: u64, )+
@@ -155,6 +157,20 @@ counters! {
     /// Not sent: a frame to inject refused because worker 0's inject queue
     /// was full. Counted by the management handle and reported with worker 0.
     drop_inject_full,
+    /// Worker handoff (stateful stage with several workers; see `handoff`):
+    /// frames received here but owned by another worker's flow table,
+    /// copied to that worker (consumed here).
+    handoff_out,
+    /// Frames received from another worker by handoff (processed here as
+    /// if received here; not in `rx`).
+    handoff_in,
+    /// Learn-only copies of received ARP frames queued for the other workers.
+    handoff_arp_out,
+    /// Learn-only ARP copies not queued: that worker's ring was full (the
+    /// ARP frame itself was processed here).
+    handoff_arp_full,
+    /// Dropped: the handoff ring to the owning worker was full.
+    drop_handoff_full,
     /// Stateful stage (issue 4; all zero without `state`): connections created.
     conn_created,
     /// Connections deleted (close, RST, expiry).
@@ -195,6 +211,17 @@ counters! {
     drop_tuple_conflict,
     /// SAs refused: SA table full.
     drop_sa_table_full,
+    /// ICMP errors about a tracked connection, translated and forwarded
+    /// (related traffic; they neither create nor refresh a connection).
+    icmp_error_related,
+    /// Dropped: an ICMP error quoting TCP/UDP/echo that matches no
+    /// connection (or is not addressed to the quoted packet's sender).
+    drop_icmp_error_unrelated,
+    /// Dropped: an ICMP error whose quoted packet is too short or not IPv4.
+    drop_icmp_error_malformed,
+    /// Replication (standby): entries removed after a completed bulk sync
+    /// because the active no longer had them (mark-and-sweep).
+    sync_bulk_swept,
     /// Replication: records written into state-link frames (live).
     sync_records_out,
     /// Replication: records merged into an earlier record of the same frame.

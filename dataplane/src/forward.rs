@@ -119,6 +119,8 @@ enum Action {
     Resolve { port: PortId, ip: u32, len: usize },
     /// A failover protocol frame: copy it to the management thread, free it.
     Punt,
+    /// Another worker owns the flow (`crate::handoff`): copy it there, free it.
+    Handoff { to: usize },
 }
 
 struct Verdict {
@@ -167,6 +169,10 @@ pub struct Forwarder {
     garp_next: Timestamp,
     /// The stateful stage (issue 4), when configured; see `crate::stateful`.
     stateful: Option<Box<Stateful>>,
+    /// Worker handoff (stateful stage with several workers; see
+    /// `crate::handoff`). Taken out while frames handed to this worker are
+    /// processed, so those are never steered again.
+    handoff: Option<Box<crate::handoff::Handoff>>,
 }
 
 impl Forwarder {
@@ -240,6 +246,7 @@ impl Forwarder {
             garp_left: 0,
             garp_next: Timestamp::NEVER,
             stateful,
+            handoff: None,
         })
     }
 
@@ -272,6 +279,87 @@ impl Forwarder {
             key: "sync.frame_size".into(),
             problem: e.to_string(),
         })
+    }
+
+    /// Attaches this worker's ends of the handoff rings (`crate::handoff`).
+    /// Only a stateful forwarder of one of several workers steers; for any
+    /// other the rings are not attached (it returns false) and it pays nothing.
+    pub fn set_handoff(&mut self, h: crate::handoff::Handoff) -> bool {
+        if self.stateful.is_none() || h.workers() < 2 {
+            return false;
+        }
+        self.handoff = Some(Box::new(h));
+        true
+    }
+
+    /// Is a handed-off frame waiting for this worker?
+    pub fn handoff_pending(&self) -> bool {
+        self.handoff.as_ref().is_some_and(|h| h.pending())
+    }
+
+    /// Wakes the workers frames were handed to since the last call (once
+    /// per loop iteration, after the receive bursts).
+    pub fn handoff_wake(&mut self) {
+        if let Some(h) = self.handoff.as_deref_mut() {
+            h.wake_due();
+        }
+    }
+
+    /// Processes up to `budget` frames other workers handed to this one:
+    /// each is copied into a fresh frame of `backend` and processed as if
+    /// received on its port (counted `handoff_in`, not `rx`); ARP copies
+    /// only teach this worker's ARP table. Returns the frames taken.
+    pub fn drain_handoff(
+        &mut self,
+        now: Timestamp,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+        budget: usize,
+    ) -> usize {
+        let Some(mut h) = self.handoff.take() else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < budget {
+            let Some((lane, mut b)) = h.take() else { break };
+            let port = b.port();
+            let len = b.bytes().len();
+            if len == 0 || port >= self.local.ifaces.len() {
+                h.recycle(lane, b);
+                continue;
+            }
+            if b.is_arp_copy() {
+                let v = self.handle_arp(now, port, b.bytes_mut(), len, true);
+                h.recycle(lane, b);
+                if let Some(i) = v.resolved {
+                    self.release(backend, out, i);
+                }
+                n += 1;
+                continue;
+            }
+            let Some(mut f) = backend.alloc() else {
+                // Kept for the next iteration; meanwhile the ring fills and
+                // its producer counts the overflow.
+                h.put_back(lane, b);
+                break;
+            };
+            match backend.frame_mut(f).get_mut(..len) {
+                Some(dst) => dst.copy_from_slice(b.bytes()),
+                None => {
+                    backend.free(f);
+                    h.recycle(lane, b);
+                    self.local.counters.drop_malformed += 1;
+                    continue;
+                }
+            }
+            h.recycle(lane, b);
+            f.len = len as u32;
+            self.local.counters.handoff_in += 1;
+            self.process_frame(now, backend, port, f, out);
+            n += 1;
+        }
+        self.handoff = Some(h);
+        n
     }
 
     /// The stateful stage's per-iteration work (inbound records, expiry
@@ -618,6 +706,19 @@ impl Forwarder {
                 self.punt(now, rx_port, backend.frame(f));
                 backend.free(f);
             }
+            Action::Handoff { to } => {
+                let c = &mut self.local.counters;
+                let pushed = self
+                    .handoff
+                    .as_deref_mut()
+                    .is_some_and(|h| h.push(to, rx_port, backend.frame(f), false).is_ok());
+                if pushed {
+                    c.handoff_out += 1;
+                } else {
+                    c.drop_handoff_full += 1;
+                }
+                backend.free(f);
+            }
         }
         if let Some((port, ip, mac)) = v.probe {
             self.local.send_arp(backend, out, port, mac, ip, false);
@@ -766,6 +867,17 @@ impl Forwarder {
                 if !to_us {
                     return not_ours(c);
                 }
+                // Worker handoff: only where the stateful stage would track
+                // the datagram (a forwarding unit); the flow's owner does
+                // everything else, including the checks.
+                if let (Some(h), Some(st)) = (self.handoff.as_deref(), self.stateful.as_deref()) {
+                    if self.role == Role::Forwarding {
+                        let to = usize::from(st.shard().owner(&buf[ETH_LEN..len]));
+                        if to != h.worker() {
+                            return Action::Handoff { to }.into();
+                        }
+                    }
+                }
                 self.handle_ipv4(now, rx_port, buf, len)
             }
             EtherType::ARP => {
@@ -775,7 +887,15 @@ impl Forwarder {
                 if !to_us && dst != BROADCAST {
                     return not_ours(c);
                 }
-                self.handle_arp(now, rx_port, buf, len)
+                // Each worker resolves its own next hops, and the answer may
+                // arrive on any worker's queue: the others learn from a copy
+                // (before this worker turns a request into its reply).
+                if let Some(h) = self.handoff.as_deref_mut() {
+                    let (sent, full) = h.fan_out_arp(rx_port, &buf[..len]);
+                    c.handoff_arp_out += sent;
+                    c.handoff_arp_full += full;
+                }
+                self.handle_arp(now, rx_port, buf, len, false)
             }
             EtherType(ETHERTYPE_TANDEM) => {
                 // Punted also when sent to the retired MAC: during a switch
@@ -796,27 +916,34 @@ impl Forwarder {
         }
     }
 
+    /// `copy`: a learn-only copy from another worker (see `crate::handoff`):
+    /// learns, never answers, counts nothing the receiving worker counted.
     fn handle_arp(
         &mut self,
         now: Timestamp,
         rx_port: PortId,
         buf: &mut [u8],
         len: usize,
+        copy: bool,
     ) -> Verdict {
         let c = &mut self.local.counters;
         let ifc = &self.local.ifaces[rx_port];
         let parsed = ArpPacket::new_checked(&buf[ETH_LEN..len]).and_then(|p| ArpRepr::parse(&p));
         let Ok(req) = parsed else {
-            c.drop_malformed += 1;
+            if !copy {
+                c.drop_malformed += 1;
+            }
             return Action::Drop.into();
         };
         let is_request = req.operation == ArpOperation::REQUEST;
-        if is_request {
-            c.rx_arp_request += 1;
-        } else {
-            c.rx_arp_reply += 1;
-            if let Some(p) = self.local.ports.get_mut(rx_port) {
-                p.rx_arp_reply += 1;
+        if !copy {
+            if is_request {
+                c.rx_arp_request += 1;
+            } else {
+                c.rx_arp_reply += 1;
+                if let Some(p) = self.local.ports.get_mut(rx_port) {
+                    p.rx_arp_reply += 1;
+                }
             }
         }
         let sha = req.sender_mac;
@@ -824,7 +951,7 @@ impl Forwarder {
         if Some(spa) == ifc.addr {
             // Someone else claims our address (or our own announcement came
             // back); never learn it, never answer it.
-            if sha.octets() != ifc.mac {
+            if sha.octets() != ifc.mac && !copy {
                 c.rx_arp_conflict += 1;
             }
             return Action::Drop.into();
@@ -854,7 +981,8 @@ impl Forwarder {
             let learned = self.arp.learn(now, rx_port, spa, sha.octets(), for_us);
             match learned {
                 Learned::Resolved(i) => verdict.resolved = Some(i),
-                Learned::Refused => c.arp_table_full += 1,
+                Learned::Refused if !copy => c.arp_table_full += 1,
+                Learned::Refused => {}
                 Learned::Ignored | Learned::Updated | Learned::Created => {}
             }
             // A neighbour that became reachable or changed MAC is replicated,
@@ -869,6 +997,9 @@ impl Forwarder {
                     st.arp_changed(now, rx_port, spa, sha.octets());
                 }
             }
+        }
+        if copy {
+            return verdict;
         }
         if is_request && for_us {
             // RFC 826: swap sender and target, fill in our MAC, opcode reply;

@@ -255,6 +255,22 @@ impl Dataplane {
                 }
             })?));
         }
+        // Worker handoff (`crate::handoff`): only a stateful unit with
+        // several workers has rings; the others pay nothing.
+        let mut handoff = if cfg.state.is_some() && workers.len() > 1 {
+            let frame_size = workers
+                .iter()
+                .map(|w| w.backend.frame_size())
+                .max()
+                .unwrap_or(0);
+            let slots = crate::handoff::slots_per_ring(workers.len());
+            crate::handoff::mesh(slots, frame_size, &wakes)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut loops = Vec::with_capacity(workers.len());
         let mut streams = Vec::new();
         let mut sync_shared = Vec::with_capacity(workers.len());
@@ -279,6 +295,9 @@ impl Dataplane {
             // time zero is already due at the first iteration.
             fwd.set_ownership(Timestamp::ZERO, &own, role, announce && idx == 0)?;
             fwd.set_punt(punt_tx.clone(), idx);
+            if let Some(h) = handoff.get_mut(idx).and_then(Option::take) {
+                fwd.set_handoff(h);
+            }
             let mut bl = BatchLoop::new(fwd, &cfg.run);
             if idx == 0 {
                 bl.set_inject_queue(inject_rx.clone());

@@ -16,6 +16,8 @@
 //!   worker's `tandem_state::Shard` called around the route lookup, its
 //!   records batched into state-link frames, the mate's records applied,
 //!   bulk sync; and the channels to the replication thread.
+//! * [`handoff`]: with the stateful stage and several workers, frames are
+//!   copied to the worker owning their flow (worker handoff).
 //! * [`Dataplane`]: starts workers, talks to them over bounded queues,
 //!   reads their counters.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod config;
 pub mod counters;
 pub mod forward;
 mod handle;
+pub mod handoff;
 pub mod ownership;
 pub mod punt;
 pub mod route;
@@ -43,6 +46,7 @@ pub use config::{
 pub use counters::{CounterSnapshot, Counters, PortCounters, SharedCounters, SharedPortCounters};
 pub use forward::Forwarder;
 pub use handle::{ArpEntry, Dataplane, RoutesError, StartError, StateError, WorkerSpec};
+pub use handoff::Handoff;
 pub use ownership::{InterfaceOwnership, Ownership, OwnershipError, Role};
 pub use punt::{
     InjectError, InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM, INJECT_QUEUE, PUNT_BYTES, PUNT_QUEUE,

@@ -15,10 +15,12 @@
 //!   frames, header-only, sent on the outbound channel in order with the data
 //!   frames: the replication thread passes them to `Sender::bulk_begin` /
 //!   `Sender::bulk_end` and data frames to `Sender::send`.
-//! * A standby does not clear its tables when a bulk sync begins: entries the
-//!   active deleted while records were lost stay until their idle timeout,
-//!   which is harmless, whereas clearing would lose connections if the active
-//!   failed mid-bulk.
+//! * A standby does not clear its tables when a bulk sync begins (clearing
+//!   would lose connections if the active failed mid-bulk): BULK_BEGIN marks
+//!   a new generation, every entry the bulk (or a live record) re-sends is
+//!   stamped with it, and once BULK_END arrives in order the entries the
+//!   active no longer has (deleted while records were lost) are swept, a
+//!   budget per iteration (`sync_bulk_swept`).
 //!
 //! [`Forwarder`]: crate::Forwarder
 //! [`Forwarder::poll_stateful`]: crate::Forwarder::poll_stateful
@@ -55,6 +57,10 @@ const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
 const SWEEP_MIN: usize = 64;
 /// ...and at most this many (bounds the work of one iteration after a long wait).
 const SWEEP_MAX: usize = 4096;
+/// Table slots the post-bulk mark-and-sweep visits per loop iteration: small
+/// enough to keep a batch's latency, large enough to walk a million-entry
+/// table within about a second of iterations.
+const BULK_SWEEP_BUDGET: usize = 1024;
 /// Largest record payload plus its header and padding (`SaRecord`, 176
 /// bytes): used to size how many buffers a bulk step may need.
 const MAX_RECORD: usize = 176 + 8;
@@ -157,6 +163,9 @@ struct Repl {
     flush_ns: u64,
     stream: u16,
     c: SyncCounters,
+    /// Standby: a bulk sync from the active completed, so what it did not
+    /// re-send is swept (`Shard::bulk_sweep`), a budget per iteration.
+    sweeping: bool,
 }
 
 /// The [`RecordSink`] the shard writes into: an encoder, refilled from the
@@ -291,6 +300,7 @@ impl Stateful {
             flush_ns: u64::try_from(settings.flush.as_nanos()).unwrap_or(u64::MAX),
             stream: self.stream,
             c: SyncCounters::default(),
+            sweeping: false,
         });
         Ok(())
     }
@@ -360,7 +370,7 @@ impl Stateful {
     pub fn work_pending(&self) -> bool {
         self.repl
             .as_ref()
-            .is_some_and(|r| !r.ws.inbound.is_empty() || r.bulk.is_some())
+            .is_some_and(|r| !r.ws.inbound.is_empty() || r.bulk.is_some() || r.sweeping)
     }
 
     /// The latest time the loop must run again: the flush deadline of the
@@ -404,6 +414,11 @@ impl Stateful {
         if let Some(r) = self.repl.as_mut() {
             if r.bulk.is_some() {
                 busy |= bulk_step(&self.shard, r, now, arp);
+            }
+            if r.sweeping {
+                let p = self.shard.bulk_sweep(t, BULK_SWEEP_BUDGET);
+                r.sweeping = !p.finished;
+                busy = true;
             }
             if r.live
                 .opened_at()
@@ -457,9 +472,16 @@ impl Stateful {
                         }
                     }
                 }
-                // Bulk markers carry no records (progress is the replication
-                // thread's business); control frames never come this way.
-                Ok(SyncFrame::BulkBegin { .. } | SyncFrame::BulkEnd { .. }) => {}
+                // Bulk markers come in stream order with the records: the
+                // mark stamps everything the bulk re-sends, and an end that
+                // arrives (in order, nothing missing before it) lets the
+                // sweep remove what the active deleted while records were
+                // lost. An aborted bulk never delivers its end: no sweep.
+                Ok(SyncFrame::BulkBegin { .. }) => {
+                    self.shard.bulk_mark();
+                    r.sweeping = false;
+                }
+                Ok(SyncFrame::BulkEnd { .. }) => r.sweeping = true,
                 Ok(SyncFrame::Control { .. }) | Err(_) => r.c.bad_frame += 1,
             }
             r.ws.pool.put(buf);
@@ -600,6 +622,10 @@ impl Stateful {
         c.drop_pat_steer_conflict += s.drop_pat_steer_conflict;
         c.drop_tuple_conflict += s.drop_tuple_conflict;
         c.drop_sa_table_full += s.drop_sa_table_full;
+        c.icmp_error_related += s.icmp_error_related;
+        c.drop_icmp_error_unrelated += s.drop_icmp_error_unrelated;
+        c.drop_icmp_error_malformed += s.drop_icmp_error_malformed;
+        c.sync_bulk_swept += s.bulk_swept;
         if let Some(r) = &self.repl {
             let (l, b) = (r.live.counters(), r.bulk_enc.counters());
             c.sync_records_out += l.records_written;

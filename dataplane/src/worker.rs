@@ -4,8 +4,10 @@
 //!
 //! One iteration ([`BatchLoop::poll_once`]): read the clock once, queue the
 //! frames the management thread asked to inject (worker 0; at most `batch`
-//! of them), receive a burst of up to `batch` frames per port and run the
-//! forwarder over each, run due timers, hand the TX batches to the backend
+//! of them), process up to `batch` frames other workers handed over (with
+//! the stateful stage and several workers, `crate::handoff`), receive a
+//! burst of up to `batch` frames per port and run the forwarder over each,
+//! wake the workers it handed frames to, run due timers, hand the TX batches to the backend
 //! (one `tx_burst` per port) unless full bursts keep arriving and
 //! `tx_flush` has not passed, then `backend.flush()` once. Between
 //! iterations the worker drains its command queue with `try_recv` (this is
@@ -15,7 +17,7 @@
 //! Wake-up: a worker blocked in the backend also watches its eventfd
 //! ([`tandem_io::wake::WakeFd`]), which the `Dataplane` handle signals
 //! after queueing anything for it (a command, a frame to inject, an inbound
-//! state-link frame). So an injected frame or a replicated record is handled
+//! state-link frame), as does another worker that handed it frames. So an injected frame or a replicated record is handled
 //! within one iteration whether the worker is busy, spinning or blocked;
 //! the signal costs the producer one atomic swap while the worker is
 //! awake, and one `write` only when it is parked. Before blocking, the
@@ -143,7 +145,9 @@ impl BatchLoop {
     /// Is anything queued for this loop besides received frames (frames to
     /// inject, inbound state-link frames)? A worker does not block then.
     pub fn work_pending(&self) -> bool {
-        self.inject_pending() || self.fwd.stateful().is_some_and(|s| s.work_pending())
+        self.inject_pending()
+            || self.fwd.handoff_pending()
+            || self.fwd.stateful().is_some_and(|s| s.work_pending())
     }
 
     /// One iteration of the loop at time `now`; returns the frames received.
@@ -161,6 +165,16 @@ impl BatchLoop {
                 injected = true;
             }
         }
+        // Frames other workers handed over (worker handoff, `crate::handoff`):
+        // received earlier than this burst, so processed first; bounded like
+        // a receive burst.
+        let handed = self
+            .fwd
+            .drain_handoff(now, backend, &mut self.tx, self.batch);
+        if handed == self.batch {
+            drained = false;
+        }
+        got += handed;
         for port in 0..ports {
             let n = backend
                 .rx_burst(port, &mut self.rx[..self.batch])
@@ -174,6 +188,8 @@ impl BatchLoop {
                 got += n;
             }
         }
+        // Once per iteration, whatever was handed over in it.
+        self.fwd.handoff_wake();
         let mut busy = got > 0;
         if self.fwd.poll_timeout().is_some_and(|t| t <= now) {
             self.fwd.handle_timeout(now, backend, &mut self.tx);

@@ -249,3 +249,157 @@ fn stateful_batches_of_established_flows_allocate_nothing() {
         0
     );
 }
+
+/// Worker handoff (`tandem_dataplane::handoff`) in steady state: two
+/// stateful workers on one thread, PAT'ed UDP flows whose packets arrive on
+/// both workers in both directions (so about half are copied to the owner
+/// through the rings), ARP requests copied learn-only to the other worker,
+/// and a ring small enough to overflow: no allocation.
+#[test]
+fn handoff_between_workers_allocates_nothing() {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tandem_dataplane::handoff::mesh;
+    use tandem_io::wake::WakeFd;
+    use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
+
+    let mut cfg = config();
+    cfg.state = Some(StateConfig {
+        capacities: Capacities {
+            conns: 4096,
+            xlates: 4096,
+            sas: 16,
+        },
+        interfaces: vec![
+            IfacePolicy {
+                name: "outside".into(),
+                security_level: 0,
+                asr_group: None,
+            },
+            IfacePolicy {
+                name: "inside".into(),
+                security_level: 100,
+                asr_group: None,
+            },
+        ],
+        nat: vec![NatRule::DynamicPat {
+            real_if: 1,
+            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
+            mapped_if: 0,
+            mapped: OUT_IP,
+        }],
+        ..StateConfig::default()
+    });
+    let wakes = [
+        Arc::new(WakeFd::new().unwrap()),
+        Arc::new(WakeFd::new().unwrap()),
+    ];
+    // 4 slots per ring: fewer than the crossing frames of a burst (below).
+    let mut ends = mesh(4, 2048, &wakes).into_iter();
+    let mut w: Vec<BatchLoop> = (0..2)
+        .map(|i| {
+            let mut fwd = Forwarder::for_worker(&cfg, i, 2).unwrap();
+            assert!(fwd.set_handoff(ends.next().unwrap()));
+            BatchLoop::new(fwd, &cfg.run)
+        })
+        .collect();
+    let mut b: Vec<MemBackend> = (0..2)
+        .map(|_| MemBackend::new(2, 1024, 2048, 256))
+        .collect();
+    let shared = [SharedCounters::default(), SharedCounters::default()];
+    let udp_flow = |sport: u16, dport: u16, src_mac, dst_mac, src: Ipv4Addr, dst: Ipv4Addr| {
+        let bld = etherparse::PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(src.octets(), dst.octets(), 64)
+            .udp(sport, dport);
+        let mut v = Vec::new();
+        bld.write(&mut v, &[7; 18]).unwrap();
+        v
+    };
+    let mut now = Timestamp::ZERO;
+    let step = |w: &mut Vec<BatchLoop>, b: &mut Vec<MemBackend>, now: &mut Timestamp| {
+        for i in 0..2 {
+            *now = *now + Duration::from_micros(100);
+            w[i].poll_once(*now, &mut b[i]);
+            w[i].flush_tx(&mut b[i]);
+        }
+    };
+    // Neighbours (received by worker 0; worker 1 learns from the copies).
+    assert!(b[0].inject(0, &arp_reply(C_MAC, C_IP, OUT_MAC, OUT_IP)));
+    assert!(b[0].inject(1, &arp_reply(S_MAC, S_IP, IN_MAC, IN_IP)));
+    step(&mut w, &mut b, &mut now);
+    // 8 flows out, each received by worker i % 2 (whoever owns it).
+    for i in 0..8u16 {
+        let f = udp_flow(20_000 + i, 53, S_MAC, IN_MAC, S_IP, C_IP);
+        assert!(b[usize::from(i % 2)].inject(1, &f));
+    }
+    step(&mut w, &mut b, &mut now);
+    step(&mut w, &mut b, &mut now);
+    let mut mapped = std::collections::BTreeMap::new();
+    for bk in b.iter_mut() {
+        bk.drain_tx(0, |f| {
+            mapped.insert(
+                u16::from_be_bytes([f[34], f[35]]),
+                u16::from_be_bytes([f[36], f[37]]),
+            );
+        });
+        bk.drain_tx(1, |_| {});
+    }
+    assert_eq!(mapped.len(), 8, "8 flows PAT'ed");
+    // Built once: each flow both ways, each direction on the other worker
+    // than the one before; plus an ARP request for the unit's address.
+    let mut mix = Vec::new();
+    for (i, (&m, _)) in mapped.iter().enumerate() {
+        let sport = 20_000 + i as u16;
+        mix.push((i % 2, 1, udp_flow(sport, 53, S_MAC, IN_MAC, S_IP, C_IP)));
+        mix.push((
+            (i + 1) % 2,
+            0,
+            udp_flow(53, m, C_MAC, OUT_MAC, C_IP, OUT_IP),
+        ));
+    }
+    let arp = arp_request(C_MAC, C_IP, OUT_IP);
+    let run = |iters: u64, w: &mut Vec<BatchLoop>, b: &mut Vec<MemBackend>, now: &mut Timestamp| {
+        let mut forwarded = 0;
+        for i in 0..iters {
+            // The mix crosses 8 frames (one direction of each flow), about
+            // 4 per ring; every 10th iteration a burst of 3 × the mix
+            // overflows the 4 slots, so the full-ring path runs too.
+            let reps = if i % 10 == 0 { 3 } else { 1 };
+            for _ in 0..reps {
+                for (wk, port, f) in &mix {
+                    assert!(b[*wk].inject(*port, f));
+                }
+            }
+            assert!(b[(i % 2) as usize].inject(0, &arp));
+            step(w, b, now);
+            for k in 0..2 {
+                shared[k].publish(&w[k].counters(&b[k]));
+                forwarded += b[k].drain_tx(0, |_| {}) as u64 + b[k].drain_tx(1, |_| {}) as u64;
+            }
+        }
+        forwarded
+    };
+    run(200, &mut w, &mut b, &mut now);
+    let before = allocs();
+    let forwarded = run(2_000, &mut w, &mut b, &mut now);
+    let during = allocs() - before;
+    assert_eq!(during, 0, "allocations with handoff in steady state");
+    let (c0, c1) = (shared[0].load(), shared[1].load());
+    assert!(forwarded >= 2_000 * 16, "forwarded {forwarded}");
+    assert!(
+        c0.handoff_out > 2_000 && c1.handoff_out > 2_000,
+        "{c0:?} {c1:?}"
+    );
+    assert!(c0.handoff_in > 2_000 && c1.handoff_in > 2_000);
+    assert!(
+        c0.drop_handoff_full + c1.drop_handoff_full > 0,
+        "ring overflowed"
+    );
+    assert!(c0.handoff_arp_out > 0 && c1.handoff_arp_out > 0);
+    assert_eq!((c0.conns + c1.conns, c0.xlates + c1.xlates), (8, 8));
+    assert_eq!(c0.drop_tcp_no_conn + c1.drop_tcp_no_conn, 0);
+    for bk in &b {
+        assert_eq!(bk.free_frames(), 1024);
+    }
+}

@@ -199,6 +199,9 @@ fn tcp(
     if flags.contains('P') {
         b = b.psh();
     }
+    if flags.contains('R') {
+        b = b.rst();
+    }
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, payload).unwrap();
     v
@@ -552,6 +555,81 @@ fn bulk_sync_of_ten_thousand_connections_to_a_fresh_standby() {
     assert!(shared.available() >= 2047, "{}", shared.available());
 }
 
+/// Mark-and-sweep: a connection the active closed while its delete record
+/// was lost stays on the standby only until the next bulk sync completes;
+/// the connection the bulk re-sends stays.
+#[test]
+fn a_completed_bulk_sync_sweeps_what_the_active_deleted_while_records_were_lost() {
+    let cfg = state_config(1024);
+    let mut a = Unit::new(&cfg, active_config(), Role::Forwarding);
+    let mut b = Unit::new(&cfg, standby(), Role::NotForwarding);
+    learn_neighbours(&mut a);
+    let mut mapped = Vec::new();
+    for port in [S_PORT, S_PORT + 1] {
+        let syn = tcp(
+            S_MAC,
+            IN_MAC,
+            (S_IP, port),
+            (C_IP, C_PORT),
+            1000,
+            "S",
+            0,
+            &[],
+        );
+        let out = a.rx(1, &[syn]);
+        assert_eq!(out[0].len(), 1, "SYN forwarded");
+        mapped.push(parse_tcp(&out[0][0]).2.source_port);
+    }
+    a.replicate(Some(&mut b));
+    b.step(Duration::from_micros(10));
+    assert_eq!(b.counters().conns, 2);
+    // The server refuses the second connection; the delete record is lost.
+    let rst = tcp(
+        C_MAC,
+        OUT_MAC,
+        (C_IP, C_PORT),
+        (OUT_IP, mapped[1]),
+        0,
+        "RA",
+        1001,
+        &[],
+    );
+    let out = a.rx(0, &[rst]);
+    assert_eq!(out[1].len(), 1, "RST de-NATed to the inside host");
+    assert_eq!(a.counters().conns, 1);
+    a.replicate(None);
+    b.step(Duration::from_micros(10));
+    assert_eq!(b.counters().conns, 2, "the standby missed the delete");
+    a.bl.forwarder_mut()
+        .stateful_command(a.now, StatefulCommand::BulkSync);
+    for round in 0.. {
+        assert!(round < 1000, "bulk sync did not finish");
+        a.replicate(Some(&mut b));
+        b.step(Duration::from_micros(10));
+        if a.counters().sync_bulk_done == 1 && a.ep.outbound.is_empty() {
+            break;
+        }
+    }
+    for round in 0.. {
+        assert!(round < 1000, "sweep did not finish");
+        b.step(Duration::from_micros(10));
+        if !b.bl.forwarder().stateful().unwrap().work_pending() {
+            break;
+        }
+    }
+    let (ca, cb) = (a.counters(), b.counters());
+    // The active keeps a PAT xlate past its connection (its own idle
+    // timeout), so the bulk re-sends both xlates: only the conn is swept.
+    assert_eq!((cb.conns, cb.xlates), (ca.conns, ca.xlates), "{cb:?}");
+    assert_eq!(cb.conns, 1);
+    assert_eq!(cb.sync_bulk_swept, 1, "the closed connection");
+    assert_eq!(
+        a.conns(),
+        b.conns(),
+        "the standby holds what the active holds"
+    );
+}
+
 /// The management API over running worker threads: endpoints taken once,
 /// SAs and counts through worker commands, a bulk sync framed BULK_BEGIN …
 /// BULK_END on the outbound channel with its progress published.
@@ -650,4 +728,110 @@ fn dataplane_api_sas_counts_and_bulk_sync_on_running_workers() {
     assert!(dp.sa_remove(0x1000, SaDirection::Outbound).unwrap());
     assert_eq!(dp.state_counts().unwrap(), (0, 0, 0));
     drop(dp);
+}
+
+/// An ICMP error frame `src → dst` (type, code, bytes 5..8) quoting `quote`, valid checksums.
+fn icmp_error_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    (ty, code, rest): (u8, u8, [u8; 4]),
+    quote: &[u8],
+) -> Vec<u8> {
+    fn csum(d: &[u8]) -> [u8; 2] {
+        let mut acc: u32 = d
+            .chunks(2)
+            .map(|w| u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0)))
+            .sum();
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        (!(acc as u16)).to_be_bytes()
+    }
+    let mut f = Vec::new();
+    f.extend_from_slice(&macs.1);
+    f.extend_from_slice(&macs.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + quote.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c);
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quote);
+    let c = csum(&icmp);
+    icmp[2..4].copy_from_slice(&c);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// PAT to the interface address: an ICMP error from the outside addressed to that address about
+/// a connection's packet goes to the stateful stage (not to local delivery), which sends it to
+/// the real inside host, translated back; an unrelated one is dropped.
+#[test]
+fn icmp_error_to_the_pat_interface_address_reaches_the_inside_host() {
+    let cfg = state_config(64);
+    let mut a = Unit::new(&cfg, active_config(), Role::Forwarding);
+    learn_neighbours(&mut a);
+    let mapped = handshake(&mut a);
+    // What the unit sent out (translated SYN), as a router beyond the outside quotes it.
+    let syn = tcp(
+        OUT_MAC,
+        C_MAC,
+        (OUT_IP, mapped),
+        (C_IP, C_PORT),
+        1000,
+        "S",
+        0,
+        &[],
+    );
+    let quote = &syn[14..14 + 28];
+    let mtu = 1400u16.to_be_bytes();
+    let e = icmp_error_frame(
+        (C_MAC, OUT_MAC),
+        C_IP,
+        OUT_IP,
+        (3, 4, [0, 0, mtu[0], mtu[1]]),
+        quote,
+    );
+    let out = a.rx(0, &[e]);
+    assert_eq!(out[1].len(), 1, "frag-needed forwarded inside");
+    let (eth, ip, body) = parse_ipv4(&out[1][0]);
+    assert_eq!((eth.source, eth.destination), (IN_MAC, S_MAC));
+    assert_eq!(Ipv4Addr::from(ip.source), C_IP);
+    assert_eq!(Ipv4Addr::from(ip.destination), S_IP);
+    let (ty, code, rest, inner) = parse_icmp(&body);
+    assert_eq!((ty, code, rest), (3, 4, [0, 0, mtu[0], mtu[1]]));
+    let (iip, l4) = etherparse::Ipv4Header::from_slice(&inner).expect("quoted header");
+    assert_eq!(iip.calc_header_checksum(), iip.header_checksum);
+    assert_eq!(Ipv4Addr::from(iip.source), S_IP);
+    assert_eq!(
+        u16::from_be_bytes([l4[0], l4[1]]),
+        S_PORT,
+        "quoted source port back to the real one"
+    );
+    // About a mapped port no connection uses: dropped by the stage, then consumed locally.
+    let other = tcp(
+        OUT_MAC,
+        C_MAC,
+        (OUT_IP, mapped ^ 0x0101),
+        (C_IP, C_PORT),
+        1000,
+        "S",
+        0,
+        &[],
+    );
+    let e = icmp_error_frame(
+        (C_MAC, OUT_MAC),
+        C_IP,
+        OUT_IP,
+        (3, 3, [0; 4]),
+        &other[14..42],
+    );
+    let out = a.rx(0, &[e]);
+    assert!(out[0].is_empty() && out[1].is_empty());
 }

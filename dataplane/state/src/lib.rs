@@ -31,6 +31,21 @@
 //! address: the forwarder must offer such packets to `lookup` first and deliver locally only when
 //! no connection matches.
 //!
+//! # ICMP errors (related traffic)
+//!
+//! Destination unreachable (fragmentation-needed included), time exceeded and parameter problem
+//! quoting a TCP, UDP or ICMP echo packet are looked up by the quoted packet: it is one the
+//! connection sent, so the error travels as a packet of the opposite direction would, and
+//! [`steer`] hashes the quoted tuple, landing the error on the connection's worker. The error
+//! passes only when that connection exists and the error is addressed to the quoted packet's
+//! sender ([`Lookup::is_related`]); otherwise it is dropped (`drop_icmp_error_unrelated`; a quote
+//! shorter than the IPv4 header + 8 bytes: `drop_icmp_error_malformed`). A related error is
+//! translated like the connection's packets of its direction: outer destination (and outer source
+//! where that side is translated), quoted addresses and ports or echo identifier, with the outer
+//! IPv4, ICMP and quoted IPv4 header checksums and, when quoted, the transport checksum updated
+//! incrementally. It neither creates nor refreshes a connection and emits no record (as Linux
+//! conntrack treats RELATED packets). Errors quoting other protocols stay untracked.
+//!
 //! # Tables
 //!
 //! Every table is a slab of fixed capacity plus an open-addressing index with a keyed hash
@@ -53,8 +68,8 @@
 //! * Protocols other than TCP, UDP and ICMP echo are not tracked: they pass the stateless policy
 //!   check per packet (security levels / access rules, both directions), untranslated, and are not
 //!   replicated (seeds 004: "Other types of IP protocols ... get established on the new active
-//!   unit when a new packet arrives"). ICMP errors are handled the same way (no inner-packet
-//!   translation yet).
+//!   unit when a new packet arrives"). ICMP errors about such packets are handled the same way.
+//! * ICMP source quench and redirect are not translated (untracked, stateless policy).
 //! * TCP sequence numbers are not window-checked (RST included): the state machine follows flags.
 //! * PAT mappings are endpoint-independent within a shard. With several shards, a real endpoint
 //!   that already has a mapping and opens a connection whose return tuple would steer to another
@@ -83,7 +98,7 @@ pub use config::{
 };
 pub use records::{NullSink, RecordSink};
 pub use sa::{Cipher, Integrity, SaDirection, SaEntry, SaError, SaView};
-pub use shard::{BulkCursor, BulkProgress, ConnView, Lookup, Shard, XlateView};
+pub use shard::{BulkCursor, BulkProgress, ConnView, Lookup, Shard, SweepProgress, XlateView};
 pub use tcp::{TcpState, TimeoutClass};
 
 /// The protocols that are tracked.
@@ -178,6 +193,13 @@ pub enum DropReason {
     PatSteerConflict,
     /// The new connection's return tuple is already used by another connection.
     TupleConflict,
+    /// An ICMP error (destination unreachable, time exceeded, parameter problem) whose embedded
+    /// packet belongs to no connection, is itself neither TCP, UDP nor an ICMP echo of a tracked
+    /// flow, or is not addressed to the sender of the embedded packet.
+    IcmpErrorUnrelated,
+    /// An ICMP error too short to hold the embedded IPv4 header and the 8 bytes after it
+    /// (RFC 792), or whose embedded header is not IPv4.
+    IcmpErrorMalformed,
 }
 
 impl DropReason {
@@ -196,6 +218,8 @@ impl DropReason {
             DropReason::PatExhausted => "drop_pat_exhausted",
             DropReason::PatSteerConflict => "drop_pat_steer_conflict",
             DropReason::TupleConflict => "drop_tuple_conflict",
+            DropReason::IcmpErrorUnrelated => "drop_icmp_error_unrelated",
+            DropReason::IcmpErrorMalformed => "drop_icmp_error_malformed",
         }
     }
 }
@@ -243,6 +267,12 @@ pub struct StateCounters {
     pub drop_pat_steer_conflict: u64,
     /// See [`DropReason::TupleConflict`].
     pub drop_tuple_conflict: u64,
+    /// See [`DropReason::IcmpErrorUnrelated`].
+    pub drop_icmp_error_unrelated: u64,
+    /// See [`DropReason::IcmpErrorMalformed`].
+    pub drop_icmp_error_malformed: u64,
+    /// ICMP errors about a connection passed, translated (related traffic).
+    pub icmp_error_related: u64,
     /// SAs refused because the SA table was full.
     pub drop_sa_table_full: u64,
     /// Records applied.
@@ -251,6 +281,9 @@ pub struct StateCounters {
     pub records_rejected: u64,
     /// Records emitted by the packet path and the sweep (bulk excluded).
     pub records_emitted: u64,
+    /// Entries (connections, xlates, SAs) removed by [`Shard::bulk_sweep`]: deleted on the
+    /// active while their delete record was lost.
+    pub bulk_swept: u64,
     /// Live connections.
     pub conns: u64,
     /// Live xlates.
@@ -275,6 +308,8 @@ impl StateCounters {
             DropReason::PatExhausted => &mut self.drop_pat_exhausted,
             DropReason::PatSteerConflict => &mut self.drop_pat_steer_conflict,
             DropReason::TupleConflict => &mut self.drop_tuple_conflict,
+            DropReason::IcmpErrorUnrelated => &mut self.drop_icmp_error_unrelated,
+            DropReason::IcmpErrorMalformed => &mut self.drop_icmp_error_malformed,
         };
         *c += 1;
     }
@@ -325,12 +360,28 @@ pub enum ApplyError {
 }
 
 /// The worker a packet belongs to: `steer_hash(tuple) % shards`, symmetric in source and
-/// destination. `ip` is the IPv4 datagram. Unparseable packets, non-first fragments and other
-/// protocols hash on addresses only (ports 0). `shards == 0` is treated as 1.
+/// destination. `ip` is the IPv4 datagram. An ICMP error about a TCP, UDP or ICMP echo packet
+/// hashes the embedded packet's tuple, so it lands on the worker owning that connection.
+/// Unparseable packets, non-first fragments and other protocols hash on addresses only (ports
+/// 0). `shards == 0` is treated as 1.
 pub fn steer(ip: &[u8], shards: u16) -> u16 {
+    steer_real(ip, shards, &[])
+}
+
+/// [`steer`] on the real-side tuple: an address (and, for static PAT, port) that is the mapped
+/// side of a static NAT rule in `nat` is replaced by its real one before hashing, because the
+/// two directions of a statically translated flow carry different tuples and no port choice can
+/// reconcile them (dynamic PAT does, by choosing its port: its rules are ignored here). Linear
+/// in the static rules; [`Shard::owner`] is the per-worker entry point.
+pub(crate) fn steer_real(ip: &[u8], shards: u16, nat: &[config::NatRule]) -> u16 {
     let shards = u64::from(shards.max(1));
     let h = match shard::parse(ip) {
-        Ok(p) => hash::steer_tuple(p.key.proto, p.key.src, p.key.sport, p.key.dst, p.key.dport),
+        Ok(p) => {
+            let k = p.key;
+            let (src, sport) = static_real(nat, k.proto, k.src, k.sport);
+            let (dst, dport) = static_real(nat, k.proto, k.dst, k.dport);
+            hash::steer_tuple(k.proto, src, sport, dst, dport)
+        }
         Err(_) => {
             if ip.len() >= 20 {
                 let s = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
@@ -342,4 +393,27 @@ pub fn steer(ip: &[u8], shards: u16) -> u16 {
         }
     };
     (h % shards) as u16
+}
+
+/// The real address and port behind `(addr, port)` if a static NAT rule maps it, else unchanged.
+fn static_real(nat: &[config::NatRule], proto: u8, addr: u32, port: u16) -> (u32, u16) {
+    for r in nat {
+        if let config::NatRule::Static {
+            real,
+            mapped,
+            port: ports,
+            ..
+        } = *r
+        {
+            if mapped.to_bits() != addr {
+                continue;
+            }
+            match ports {
+                None => return (real.to_bits(), port),
+                Some((p, rp, mp)) if p as u8 == proto && mp == port => return (real.to_bits(), rp),
+                Some(_) => {}
+            }
+        }
+    }
+    (addr, port)
 }

@@ -267,6 +267,8 @@ pub(crate) struct SaSlot {
     pub(crate) expires: u64,
     /// Last replicated outbound sequence number.
     pub(crate) seq_sent: u64,
+    /// The bulk generation it was last applied or added in (see `Shard::bulk_mark`).
+    pub(crate) bulk_gen: u16,
 }
 
 const NS_PER_MS: u64 = 1_000_000;
@@ -389,6 +391,7 @@ impl SaSlot {
             created: now.saturating_sub(r.created_age_ms.get().saturating_mul(NS_PER_MS)),
             expires,
             seq_sent: r.seq.get(),
+            bulk_gen: 0,
         })
     }
 }

@@ -56,6 +56,9 @@ struct Conn {
     state: u8,
     /// `CONN_FLAG_*` | `F_REPL`.
     flags: u8,
+    /// The bulk generation it was last applied or created in (see [`Shard::bulk_mark`]); sits in
+    /// what was tail padding, so a connection still takes 64 bytes.
+    bulk_gen: u16,
 }
 
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -71,15 +74,97 @@ struct Xlate {
     refs: u32,
     /// When `refs` last dropped to 0.
     idle_since: u64,
+    /// The bulk generation it was last applied or used in (padding before, still 32 bytes).
+    bulk_gen: u16,
 }
 
-/// A parsed packet: its flow key as on the wire, TCP flags, and whether it is tracked.
+/// A parsed packet: its flow key as on the wire, TCP flags, and whether it is tracked. For an
+/// ICMP error about a TCP/UDP/ICMP echo packet, `key` is the reverse of the embedded packet's
+/// tuple (the direction the error travels, as a packet of that flow would) and `icmp_error` is
+/// set.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Parsed {
     pub(crate) key: FlowKey,
     pub(crate) flags: u16,
     pub(crate) icmp_request: bool,
     pub(crate) tracked: bool,
+    pub(crate) icmp_error: bool,
+}
+
+/// ICMP message types that carry an embedded datagram and are translated as related traffic.
+/// Source quench and redirect are not (deprecated / never forwarded across a NAT boundary).
+const ICMP_DST_UNREACHABLE: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAM_PROBLEM: u8 = 12;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+
+/// The packet embedded in an ICMP error, offsets relative to the start of the ICMP message.
+#[derive(Clone, Copy, Debug)]
+struct Embedded {
+    /// Offset of the embedded IPv4 header (always 8).
+    ip: usize,
+    /// Offset of the embedded L4 header (after the embedded header's options).
+    l4: usize,
+    /// The embedded packet's tuple, as it was sent (ICMP echo: identifier in the requester's
+    /// port slot, as for [`FlowKey`]).
+    key: FlowKey,
+    /// The embedded packet is an ICMP echo request.
+    request: bool,
+}
+
+/// Reads the packet embedded in an ICMP error message `icmp` (the outer IPv4 payload). `Ok(None)`:
+/// the embedded protocol is not tracked (the error is then untracked too, like its flow).
+fn embedded(icmp: &[u8]) -> Result<Option<Embedded>, DropReason> {
+    const IP: usize = 8;
+    // RFC 792: the embedded IPv4 header, options included, and at least 8 bytes after it.
+    let Some(&vhl) = icmp.get(IP) else {
+        return Err(DropReason::IcmpErrorMalformed);
+    };
+    let ehl = usize::from(vhl & 0x0f) * 4;
+    if vhl >> 4 != 4 || ehl < 20 || icmp.len() < IP + ehl + 8 {
+        return Err(DropReason::IcmpErrorMalformed);
+    }
+    let e = &icmp[IP..];
+    let proto = e[9];
+    if !matches!(proto, P_TCP | P_UDP | P_ICMP) {
+        return Ok(None);
+    }
+    // A non-first fragment carries no ports: it cannot be matched to a connection.
+    if u16::from_be_bytes([e[6], e[7]]) & 0x1fff != 0 {
+        return Err(DropReason::IcmpErrorUnrelated);
+    }
+    let l4 = &e[ehl..];
+    let be = |i: usize| u16::from_be_bytes([l4[i], l4[i + 1]]);
+    let mut key = FlowKey {
+        src: u32::from_be_bytes([e[12], e[13], e[14], e[15]]),
+        dst: u32::from_be_bytes([e[16], e[17], e[18], e[19]]),
+        sport: 0,
+        dport: 0,
+        proto,
+    };
+    let mut request = false;
+    match proto {
+        P_ICMP => match l4[0] {
+            ICMP_ECHO_REQUEST => {
+                key.sport = be(4);
+                request = true;
+            }
+            ICMP_ECHO_REPLY => key.dport = be(4),
+            // Errors about errors are never sent (RFC 1122 3.2.2); other types have no flow.
+            _ => return Err(DropReason::IcmpErrorUnrelated),
+        },
+        _ => {
+            key.sport = be(0);
+            key.dport = be(2);
+        }
+    }
+    Ok(Some(Embedded {
+        ip: IP,
+        l4: IP + ehl,
+        key,
+        request,
+    }))
 }
 
 /// Reads the flow key of an IPv4 datagram. Never panics.
@@ -100,6 +185,7 @@ pub(crate) fn parse(ip: &[u8]) -> Result<Parsed, DropReason> {
         flags: 0,
         icmp_request: false,
         tracked: true,
+        icmp_error: false,
     };
     let l4 = pkt.payload();
     let be = |i: usize| u16::from_be_bytes([l4[i], l4[i + 1]]);
@@ -129,11 +215,21 @@ pub(crate) fn parse(ip: &[u8]) -> Result<Parsed, DropReason> {
                 return Err(DropReason::Malformed);
             }
             match l4[0] {
-                8 => {
+                ICMP_ECHO_REQUEST => {
                     p.key.sport = be(4);
                     p.icmp_request = true;
                 }
-                0 => p.key.dport = be(4),
+                ICMP_ECHO_REPLY => p.key.dport = be(4),
+                ICMP_DST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAM_PROBLEM => {
+                    match embedded(l4)? {
+                        Some(e) => {
+                            p.key = e.key.reverse();
+                            p.icmp_request = e.request;
+                            p.icmp_error = true;
+                        }
+                        None => p.tracked = false,
+                    }
+                }
                 _ => p.tracked = false,
             }
         }
@@ -216,11 +312,111 @@ fn rewrite(ip: &mut [u8], from: &FlowKey, to: &FlowKey, icmp_request: bool) {
     }
 }
 
+#[inline]
+fn get16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+#[inline]
+fn put16(b: &mut [u8], i: usize, v: u16) {
+    b[i..i + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Rewrites an ICMP error in place as related traffic of a connection. The error travels like a
+/// packet of the flow translated `from` → `to`; the embedded packet went the other way, so it is
+/// rewritten from `from.reverse()` to `to.reverse()`. Outer header: the destination becomes
+/// `to.dst`; the source becomes `to.src` when the connection translates that side, also when the
+/// error comes from a router on the path rather than the peer (as Linux does: the translated
+/// side's addresses do not leak). Checksums, all incrementally (RFC 1624), so a corrupt message
+/// stays corrupt: the outer IPv4 header; the embedded IPv4 header; the embedded transport
+/// checksum when it lies within the quoted bytes (UDP and ICMP always, TCP when 18 bytes of its
+/// header are quoted; a UDP checksum of 0 stays 0), as Linux does; and the outer ICMP checksum,
+/// which covers every embedded byte changed. The quoted payload and the ICMP fields (next-hop
+/// MTU of fragmentation-needed, parameter-problem pointer) are untouched.
+fn rewrite_icmp_error(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
+    if ip.len() < 20 {
+        return;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let tl = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    {
+        let mut pkt = Ipv4Packet::new_unchecked(&mut *ip);
+        if from.src != to.src {
+            pkt.rewrite_src_addr(Ipv4Addr::from(to.src));
+        }
+        if pkt.dst_addr().to_bits() != to.dst {
+            pkt.rewrite_dst_addr(Ipv4Addr::from(to.dst));
+        }
+    }
+    let Some(icmp) = ip.get_mut(hl..tl) else {
+        return;
+    };
+    let Ok(Some(e)) = embedded(icmp) else {
+        return;
+    };
+    let et = to.reverse();
+    let proto = e.key.proto;
+    let mut ic = get16(icmp, 2);
+    let eip_off = e.ip + 10;
+    let mut eip = get16(icmp, eip_off);
+    let tc_off = match proto {
+        P_TCP => Some(e.l4 + 16).filter(|&o| o + 2 <= icmp.len()),
+        P_UDP => Some(e.l4 + 6).filter(|&o| get16(icmp, o) != 0),
+        _ => Some(e.l4 + 2),
+    };
+    let tc_old = tc_off.map_or(0, |o| get16(icmp, o));
+    let mut tc = tc_old;
+    for (off, new) in [(e.ip + 12, et.src), (e.ip + 16, et.dst)] {
+        let old = u32::from_be_bytes([icmp[off], icmp[off + 1], icmp[off + 2], icmp[off + 3]]);
+        if old != new {
+            icmp[off..off + 4].copy_from_slice(&new.to_be_bytes());
+            ic = checksum::update_u32(ic, old, new);
+            eip = checksum::update_u32(eip, old, new);
+            // TCP and UDP checksums cover the addresses (pseudo-header); ICMP's does not.
+            if proto != P_ICMP {
+                tc = checksum::update_u32(tc, old, new);
+            }
+        }
+    }
+    let eip_old = get16(icmp, eip_off);
+    if eip != eip_old {
+        put16(icmp, eip_off, eip);
+        ic = checksum::update_u16(ic, eip_old, eip);
+    }
+    // Ports, or the echo identifier in the requester's slot (listed twice: the second is a no-op).
+    let ports = match proto {
+        P_ICMP if e.request => [(e.l4 + 4, et.sport); 2],
+        P_ICMP => [(e.l4 + 4, et.dport); 2],
+        _ => [(e.l4, et.sport), (e.l4 + 2, et.dport)],
+    };
+    for (off, new) in ports {
+        let old = get16(icmp, off);
+        if old != new {
+            put16(icmp, off, new);
+            ic = checksum::update_u16(ic, old, new);
+            tc = checksum::update_u16(tc, old, new);
+        }
+    }
+    if let Some(o) = tc_off {
+        // A computed UDP checksum of 0 is sent as 0xffff (0 means "none").
+        if proto == P_UDP && tc == 0 {
+            tc = 0xffff;
+        }
+        if tc != tc_old {
+            put16(icmp, o, tc);
+            ic = checksum::update_u16(ic, tc_old, tc);
+        }
+    }
+    put16(icmp, 2, ic);
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Drop(DropReason),
     Untracked,
     Existing,
+    /// An ICMP error about a connection's packet.
+    Related,
     New,
 }
 
@@ -272,10 +468,17 @@ impl Lookup {
             _ => None,
         }
     }
-    /// True when the packet belongs to an existing connection.
+    /// True when the packet belongs to an existing connection: one of its packets, or an ICMP
+    /// error about one ([`Lookup::is_related`]).
     #[inline]
     pub fn is_existing(&self) -> bool {
-        self.kind == Kind::Existing
+        matches!(self.kind, Kind::Existing | Kind::Related)
+    }
+    /// True when the packet is an ICMP error about an existing connection's packet (related
+    /// traffic: translated, never creates or refreshes a connection).
+    #[inline]
+    pub fn is_related(&self) -> bool {
+        self.kind == Kind::Related
     }
     /// True when the packet would create a connection.
     #[inline]
@@ -303,6 +506,15 @@ pub struct BulkProgress {
     /// Entries at the start.
     pub total: usize,
     /// Every table has been walked.
+    pub finished: bool,
+}
+
+/// Progress of [`Shard::bulk_sweep`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SweepProgress {
+    /// Entries removed by this call.
+    pub swept: usize,
+    /// The sweep has walked every table (or none was pending).
     pub finished: bool,
 }
 
@@ -391,7 +603,18 @@ pub struct Shard {
     sweep_conn: usize,
     sweep_xlate: usize,
     next_gen: u32,
+    /// The current bulk generation (see [`Shard::bulk_mark`]).
+    bulk_gen: u16,
+    /// Where [`Shard::bulk_sweep`] is; `None` when no sweep is pending.
+    bulk_sweep: Option<SweepCursor>,
     counters: StateCounters,
+}
+
+/// Position of a pending bulk sweep: table (0 conns, 1 xlates, 2 SAs) and slot.
+#[derive(Clone, Copy, Debug)]
+struct SweepCursor {
+    phase: u8,
+    pos: usize,
 }
 
 #[inline]
@@ -447,6 +670,8 @@ impl Shard {
             sweep_conn: 0,
             sweep_xlate: 0,
             next_gen: 1,
+            bulk_gen: 0,
+            bulk_sweep: None,
             counters: StateCounters::default(),
         })
     }
@@ -871,6 +1096,13 @@ impl Shard {
         None
     }
 
+    /// The worker (shard index) that owns `ip`'s flow, identical on every worker and on both
+    /// units: [`crate::steer`] with statically translated addresses taken on their real side, so
+    /// both directions of a static NAT flow land on one worker. The worker handoff uses it.
+    pub fn owner(&self, ip: &[u8]) -> u16 {
+        crate::steer_real(ip, self.shards, &self.nat)
+    }
+
     #[inline]
     fn steers_here(&self, proto: u8, a: u32, pa: u16, b: u32, pb: u16) -> bool {
         self.shards <= 1
@@ -894,7 +1126,9 @@ impl Shard {
             if !self.steers_here(proto, peer, peer_port, mapped, mp) {
                 return Err(DropReason::PatSteerConflict);
             }
-            self.xlates[xi as usize].refs += 1;
+            let x = &mut self.xlates[xi as usize];
+            x.refs += 1;
+            x.bulk_gen = self.bulk_gen;
             return Ok(xi);
         }
         let Some(xi) = self.xlate_free.pop() else {
@@ -917,6 +1151,7 @@ impl Shard {
                 replicated: false,
                 refs: 1,
                 idle_since: now,
+                bulk_gen: self.bulk_gen,
             };
             self.xlate_index_insert(xi);
             self.counters.xlate_created += 1;
@@ -937,7 +1172,7 @@ impl Shard {
     /// Phase 1: find the packet's connection (either direction) or prepare a new flow (static
     /// de-NAT of the destination). `ip` is the IPv4 datagram received on `rx_if`. Drops decided
     /// here (malformed, non-first fragment, TCP non-SYN or ICMP non-request without a
-    /// connection) are counted here.
+    /// connection, ICMP error relating to no connection or truncated) are counted here.
     pub fn lookup(&mut self, _now: u64, rx_if: u16, ip: &[u8]) -> Lookup {
         let p = match parse(ip) {
             Ok(p) => p,
@@ -962,6 +1197,9 @@ impl Shard {
         if !p.tracked {
             return lk;
         }
+        if p.icmp_error {
+            return self.lookup_related(lk, ip);
+        }
         if let Some((idx, from_orig)) = self.conn_find(&p.key) {
             let c = &self.conns[idx as usize];
             lk.kind = Kind::Existing;
@@ -980,6 +1218,33 @@ impl Shard {
         lk.dnat_dst = d;
         lk.dnat_dport = dp;
         lk.route_dst = d;
+        lk
+    }
+
+    /// An ICMP error whose embedded packet was sent along connection `lk.key.reverse()`: related
+    /// when that connection exists and the error is addressed to the embedded packet's sender
+    /// (RFC 792: errors go to the source of the offending datagram).
+    fn lookup_related(&mut self, mut lk: Lookup, ip: &[u8]) -> Lookup {
+        let outer_dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        let Some((idx, from_orig)) = self.conn_find(&lk.key) else {
+            self.counters.count_drop(DropReason::IcmpErrorUnrelated);
+            return Lookup::drop(DropReason::IcmpErrorUnrelated);
+        };
+        let c = &self.conns[idx as usize];
+        let (to_dst, from_dst) = if from_orig {
+            (c.xl.dst, c.orig.dst)
+        } else {
+            (c.orig.src, c.xl.src)
+        };
+        if outer_dst != from_dst {
+            self.counters.count_drop(DropReason::IcmpErrorUnrelated);
+            return Lookup::drop(DropReason::IcmpErrorUnrelated);
+        }
+        lk.kind = Kind::Related;
+        lk.idx = idx;
+        lk.gen = c.gen;
+        lk.from_orig = from_orig;
+        lk.route_dst = to_dst;
         lk
     }
 
@@ -1040,6 +1305,31 @@ impl Shard {
                     ..lk
                 };
                 self.create(now, &lk2, out_if, ip, sink)
+            }
+            Kind::Related => {
+                let fresh = self
+                    .conns
+                    .get(lk.idx as usize)
+                    .is_some_and(|c| c.gen == lk.gen && c.orig.proto != 0);
+                // The slot was freed or reused since lookup: look again.
+                let found = if fresh {
+                    Some((lk.idx, lk.from_orig))
+                } else {
+                    self.conn_find(&lk.key)
+                };
+                let Some((idx, from_orig)) = found else {
+                    return self.fail(DropReason::IcmpErrorUnrelated);
+                };
+                // No state change, no refresh, no record: Linux conntrack does not refresh a
+                // connection's timeout for RELATED packets either.
+                let c = &self.conns[idx as usize];
+                if from_orig {
+                    rewrite_icmp_error(ip, &c.orig, &c.xl);
+                } else {
+                    rewrite_icmp_error(ip, &c.xl.reverse(), &c.orig.reverse());
+                }
+                self.counters.icmp_error_related += 1;
+                Ok(())
             }
             Kind::New => {
                 // An earlier packet of the same batch may have created it.
@@ -1165,6 +1455,7 @@ impl Shard {
                 0
             },
             flags,
+            bulk_gen: self.bulk_gen,
         };
         self.conn_index_insert(idx);
         self.counters.conn_created += 1;
@@ -1339,6 +1630,12 @@ impl Shard {
                 c.last_seen = last_seen;
                 c.flags = flags;
                 c.touched = now;
+                c.bulk_gen = self.bulk_gen;
+                if c.xlate != NONE {
+                    if let Some(x) = self.xlates.get_mut(c.xlate as usize) {
+                        x.bulk_gen = self.bulk_gen;
+                    }
+                }
                 return Ok(());
             }
             // The active's view wins over whatever this unit had.
@@ -1356,7 +1653,10 @@ impl Shard {
         let mut xlate = NONE;
         if pat {
             xlate = match self.xlate_find_real(proto, orig.src, orig.sport, xl.src) {
-                Some(xi) if self.xlates[xi as usize].mapped_port == xl.sport => xi,
+                Some(xi) if self.xlates[xi as usize].mapped_port == xl.sport => {
+                    self.xlates[xi as usize].bulk_gen = self.bulk_gen;
+                    xi
+                }
                 found => {
                     // This unit maps the real endpoint (or owns the mapped endpoint) otherwise,
                     // from its own forwarding or a lost delete: the active's mapping wins, so
@@ -1380,6 +1680,7 @@ impl Shard {
                         replicated: true,
                         refs: 0,
                         idle_since: now,
+                        bulk_gen: self.bulk_gen,
                     };
                     self.xlate_index_insert(xi);
                     self.counters.xlate_created += 1;
@@ -1406,6 +1707,7 @@ impl Shard {
             out_if,
             state,
             flags,
+            bulk_gen: self.bulk_gen,
         };
         self.conn_index_insert(idx);
         self.counters.conn_created += 1;
@@ -1442,6 +1744,7 @@ impl Shard {
             let x = &mut self.xlates[xi as usize];
             if x.mapped_port == mp {
                 x.replicated = true;
+                x.bulk_gen = self.bulk_gen;
                 return Ok(());
             }
             // The active maps this real endpoint to another port: its view wins, together with
@@ -1463,6 +1766,7 @@ impl Shard {
             replicated: true,
             refs: 0,
             idle_since: now,
+            bulk_gen: self.bulk_gen,
         };
         self.xlate_index_insert(xi);
         self.counters.xlate_created += 1;
@@ -1480,10 +1784,11 @@ impl Shard {
             self.sa_remove_inner(r.spi.get(), dir);
             return Ok(());
         }
-        let slot = SaSlot::from_record(r, now).map_err(|what| ApplyError::Invalid {
+        let mut slot = SaSlot::from_record(r, now).map_err(|what| ApplyError::Invalid {
             kind: KIND_SA,
             what,
         })?;
+        slot.bulk_gen = self.bulk_gen;
         self.sa_put(slot)
             .map_err(|_| ApplyError::TableFull { kind: KIND_SA })
     }
@@ -1551,6 +1856,7 @@ impl Shard {
             created: now,
             expires,
             seq_sent: entry.seq,
+            bulk_gen: self.bulk_gen,
         };
         if self.sa_put(slot).is_err() {
             self.counters.drop_sa_table_full += 1;
@@ -1736,6 +2042,93 @@ impl Shard {
         }
     }
 
+    /// Standby, as a bulk sync begins: starts a new bulk generation (O(1)). From now on every
+    /// entry `apply` upserts (bulk or live record) and every entry this unit creates carries the
+    /// new generation; whatever still carries an older one when the bulk has completed was
+    /// deleted on the active meanwhile (its delete record lost) and goes with [`Shard::bulk_sweep`].
+    /// Nothing is removed here: if the active fails mid-bulk, the standby keeps everything it has
+    /// (unlike [`Shard::clear`]). A new mark abandons a pending sweep.
+    ///
+    /// The generation is 16 bits: an entry neither applied nor created across 65 536 marks in a
+    /// row without a completed sweep would alias the current generation and survive one sweep
+    /// (then leave by idle timeout, as without the sweep).
+    pub fn bulk_mark(&mut self) {
+        self.bulk_gen = self.bulk_gen.wrapping_add(1);
+        self.bulk_sweep = Some(SweepCursor { phase: 0, pos: 0 });
+    }
+
+    /// Standby, once the bulk sync that followed [`Shard::bulk_mark`] has completed (the caller
+    /// knows; never after an aborted bulk): removes, without records, every connection, PAT xlate
+    /// and SA not upserted or created since the mark, counted in `bulk_swept`. Incremental: at
+    /// most `budget` table slots are visited per call (connections, then xlates, so that the
+    /// xlates of swept connections are unreferenced by then, then SAs); call again until
+    /// `finished`. Without a pending mark it does nothing and reports `finished`. An xlate not
+    /// re-sent but still used by a connection that was is kept (the active has the connection, so
+    /// it has the xlate). Allocates nothing.
+    pub fn bulk_sweep(&mut self, now: u64, budget: usize) -> SweepProgress {
+        let mut p = SweepProgress {
+            swept: 0,
+            finished: false,
+        };
+        let Some(mut cur) = self.bulk_sweep else {
+            p.finished = true;
+            return p;
+        };
+        let gen = self.bulk_gen;
+        let mut visits = budget;
+        while visits > 0 && cur.phase < 3 {
+            let i = cur.pos;
+            let len = match cur.phase {
+                0 => self.conns.len(),
+                1 => self.xlates.len(),
+                _ => self.sas.len(),
+            };
+            if i >= len {
+                cur.phase += 1;
+                cur.pos = 0;
+                continue;
+            }
+            visits -= 1;
+            cur.pos += 1;
+            match cur.phase {
+                0 => {
+                    let c = &mut self.conns[i];
+                    if c.orig.proto != 0 && c.bulk_gen != gen {
+                        // No delete record: the standby's deletes are its own business.
+                        c.flags &= !F_REPL;
+                        self.conn_delete(i as u32, now, &mut records::NullSink);
+                        p.swept += 1;
+                    }
+                }
+                1 => {
+                    let x = &self.xlates[i];
+                    if x.proto != 0 && x.bulk_gen != gen && x.refs == 0 {
+                        self.xlate_remove(i as u32);
+                        p.swept += 1;
+                    }
+                }
+                _ => {
+                    let stale = self.sas[i]
+                        .as_ref()
+                        .filter(|sa| sa.bulk_gen != gen)
+                        .map(|sa| (sa.e.spi, sa.e.direction));
+                    if let Some((spi, dir)) = stale {
+                        self.sa_remove_inner(spi, dir);
+                        p.swept += 1;
+                    }
+                }
+            }
+        }
+        self.counters.bulk_swept += p.swept as u64;
+        if cur.phase >= 3 {
+            self.bulk_sweep = None;
+            p.finished = true;
+        } else {
+            self.bulk_sweep = Some(cur);
+        }
+        p
+    }
+
     // ---------------------------------------------------------------- views
 
     /// Every connection, for `show conn`.
@@ -1786,8 +2179,9 @@ impl Shard {
         }
     }
 
-    /// Removes every connection and xlate without emitting records (a standby about to receive a
-    /// bulk sync). SAs are kept.
+    /// Removes every connection and xlate without emitting records (a standby whose tables are
+    /// foreign). SAs are kept. For stale entries after lost deletes prefer
+    /// [`Shard::bulk_mark`] / [`Shard::bulk_sweep`], which lose nothing if the bulk aborts.
     pub fn clear(&mut self) {
         for (i, c) in self.conns.iter_mut().enumerate() {
             if c.orig.proto != 0 {

@@ -1,6 +1,7 @@
-//! Proves the packet path (lookup/commit for new and existing flows, NAT rewrite, record
-//! emission), the expiry sweep, apply and bulk allocate nothing after `Shard::new`: a counting
-//! global allocator (only in this test binary) watches this thread.
+//! Proves the packet path (lookup/commit for new and existing flows, ICMP errors, NAT rewrite,
+//! record emission), the expiry sweep, apply, bulk and the bulk mark-and-sweep allocate nothing
+//! after `Shard::new`: a counting global allocator (only in this test binary) watches this
+//! thread.
 
 mod common;
 
@@ -76,10 +77,21 @@ fn packet_path_sweep_apply_and_bulk_allocate_nothing() {
         pkts.push((INSIDE, icmp_echo(CLIENT, SERVER, i, true)));
         pkts.push((OUTSIDE, tcp(SERVER, 22, CLIENT, 1, SYN)));
     }
+    // ICMP errors about PAT'd flows (related, translated), truncated and unrelated ones.
+    for i in 0..50u16 {
+        let mut out = udp(CLIENT, 30_000 + i, SERVER, 53, true);
+        pass(&mut s, 0, INSIDE, &mut out, lab_route, &mut NullSink).unwrap();
+        pkts.push((OUTSIDE, icmp_error(SERVER, PAT_ADDR, &out)));
+        pkts.push((OUTSIDE, icmp_error(SERVER, PAT_ADDR, &out[..24])));
+        let mut other = out.clone();
+        other[20] ^= 0x55;
+        pkts.push((OUTSIDE, icmp_error(SERVER, PAT_ADDR, &other)));
+    }
     let conn = ConnRecordBytes::new();
     let before = allocs();
     for round in 0..3u64 {
         for (rx, p) in pkts.iter_mut() {
+            let _ = steer(p, 4);
             let lk = s.lookup(round, *rx, p);
             if lk.drop_reason().is_none() {
                 let out = lab_route(lk.route_dst());
@@ -90,13 +102,47 @@ fn packet_path_sweep_apply_and_bulk_allocate_nothing() {
     }
     let mut cur = BulkCursor::default();
     while !s.bulk(&mut cur, 0, &mut sink, 64).finished {}
+    standby.bulk_mark();
     for _ in 0..100 {
         let _ = standby.apply(0, records::KIND_CONN, records::OP_UPSERT, &conn.0);
     }
+    // Mark-and-sweep of the standby, and of the active (sweeps everything from before its mark).
+    while !standby.bulk_sweep(0, 64).finished {}
+    s.bulk_mark();
+    while !s.bulk_sweep(0, 64).finished {}
     let after = allocs();
     assert_eq!(after - before, 0, "allocations on the packet path");
-    assert!(s.counters().conn_created >= 600);
+    assert_eq!(
+        standby.counts().0,
+        1,
+        "the applied connection survives its sweep"
+    );
+    let c = s.counters();
+    assert!(c.bulk_swept >= 600, "{}", c.bulk_swept);
+    assert!(c.conn_created >= 600);
+    // Round 0 translates the 50 related errors in place; from then on they are addressed to the
+    // real host and relate to nothing. Truncated and unrelated ones stay so every round.
+    assert_eq!(c.icmp_error_related, 50);
+    assert_eq!(c.drop_icmp_error_malformed, 3 * 50);
+    assert_eq!(c.drop_icmp_error_unrelated, 3 * 50 + 2 * 50);
     assert!(sink.n > 0);
+}
+
+/// A port unreachable `src → dst` quoting `quote`, checksums left to the shard's incremental
+/// updates (they need not be valid for this test).
+fn icmp_error(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, quote: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 28 + quote.len()];
+    let total = b.len() as u16;
+    b[0] = 0x45;
+    b[2..4].copy_from_slice(&total.to_be_bytes());
+    b[8] = 64;
+    b[9] = 1;
+    b[12..16].copy_from_slice(&src.octets());
+    b[16..20].copy_from_slice(&dst.octets());
+    b[20] = 3;
+    b[21] = 3;
+    b[28..].copy_from_slice(quote);
+    b
 }
 
 struct ConnRecordBytes([u8; 40]);

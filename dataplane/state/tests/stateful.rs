@@ -868,3 +868,57 @@ fn replicated_xlate_takes_a_mapped_port_this_unit_used_for_another_endpoint() {
     // The new owner's flow uses the replicated port.
     assert_eq!(udp_mapped_port(&mut a, 3 * SEC, 2222), port);
 }
+
+/// Steering with several workers: a static translation changes the tuple
+/// between the two directions, so `Shard::owner` hashes the real side; both
+/// directions of a statically translated flow (outbound, inbound, static
+/// PAT) have one owner, and unrelated traffic steers as `steer` does.
+#[test]
+fn both_directions_of_a_static_nat_flow_have_one_owner() {
+    const SHARDS: u16 = 8;
+    const FORWARD: u16 = 8080;
+    let mut cfg = config();
+    cfg.nat.push(NatRule::Static {
+        real_if: DMZ,
+        real: Ipv4Addr::new(198, 18, 2, 20),
+        mapped_if: OUTSIDE,
+        mapped: PAT_ADDR,
+        port: Some((Proto::Tcp, FORWARD, 443)),
+    });
+    let s = Shard::new(&cfg, 0, SHARDS, 7).unwrap();
+    let mut plain_disagrees = 0;
+    for p in 1024..1536u16 {
+        let pairs = [
+            // Outbound from the static host, and its return to the mapped address.
+            (
+                tcp(DMZ_REAL, p, SERVER, 443, SYN),
+                tcp(SERVER, 443, DMZ_MAPPED, p, SYN | ACK),
+            ),
+            // Inbound to the mapped address, and the real host's reply.
+            (
+                tcp(SERVER, p, DMZ_MAPPED, 80, SYN),
+                tcp(DMZ_REAL, 80, SERVER, p, SYN | ACK),
+            ),
+            // Static PAT (a port forward on the interface address).
+            (
+                tcp(SERVER, p, PAT_ADDR, 443, SYN),
+                tcp(Ipv4Addr::new(198, 18, 2, 20), FORWARD, SERVER, p, SYN | ACK),
+            ),
+        ];
+        for (there, back) in &pairs {
+            assert_eq!(s.owner(there), s.owner(back), "port {p}");
+            if steer(there, SHARDS) != steer(back, SHARDS) {
+                plain_disagrees += 1;
+            }
+        }
+        // Dynamic PAT's return traffic to another port of the same address
+        // is not a static mapping: it steers as `steer` does (the PAT port
+        // choice already made it land on its owner).
+        let pat_return = tcp(SERVER, 443, PAT_ADDR, p, ACK);
+        assert_eq!(s.owner(&pat_return), steer(&pat_return, SHARDS));
+    }
+    assert!(
+        plain_disagrees > 0,
+        "the unmapped hash would split these flows, so the test means something"
+    );
+}

@@ -1,0 +1,315 @@
+//! Lab test: worker handoff (issue 4, `dataplane/docs/stateful.md`
+//! "Steering") with a real stateful data plane running two workers.
+//!
+//! client ─ c0 ══ out0 ─ unit ─ in0 ══ s0 ─ server, every veth with two
+//! queues. The unit runs tandemd's data plane with two workers (worker i
+//! serves queue i of both interfaces) over real AF_XDP sockets (copy mode on
+//! veth) or io_uring/AF_PACKET with PACKET_FANOUT. veth picks the receive
+//! queue from the sender's transmit queue, which Linux chooses per socket (a
+//! random flow hash), and PACKET_FANOUT hashes the wire tuple: both
+//! unrelated to the unit's `steer`, and PAT changes the tuple between the
+//! two directions anyway. So connections arrive on one worker in one
+//! direction and on the other in the other. 200 TCP connections from the
+//! client are PAT'ed to the inside address and stream a verified pattern
+//! both ways (`tandem_netns::streams`); all must complete cleanly, and the
+//! handoff counters must show frames crossing between the workers both ways.
+//!
+//! Why not a `tandemd` process: two workers need two worker cores plus a
+//! management core that is none of them, and this machine (and CI) has 2
+//! cores, so tandemd refuses any two-worker profile here ("wants management
+//! core 2 but this machine has cores 0..=1"). The test therefore loads the
+//! config and a two-worker variant of the lab profile with tandemd's own
+//! loader, builds the data-plane config with `daemon::dataplane_config`,
+//! opens one backend per worker the way tandemd does, and starts
+//! `tandem_dataplane::Dataplane` itself; the workers are pinned to cores 0
+//! and 1. Only the management thread (failover, control socket) is left out.
+//!
+//! Needs root (network namespaces, XDP): skips outside CI, fails under CI=true.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::profile_dir;
+use tandem_ctrl::daemon::{dataplane_config, frame_config};
+use tandem_ctrl::profile::ProfileSearch;
+use tandem_dataplane::{Dataplane, WorkerSpec};
+use tandem_io::afxdp::{AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
+use tandem_io::uring::UringBackend;
+use tandem_io::Backend;
+use tandem_netns::daemon::{log_dir, wait_until};
+use tandem_netns::streams::{run_client, ClientConfig, Server, ServerConfig};
+use tandem_netns::topology::addr;
+use tandem_netns::{have_privileges, ip, Netns};
+
+const TCP_PORT: u16 = 5001;
+const CONNS: usize = 200;
+
+/// A veth pair with two queues each way on both ends.
+fn veth2(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    ip(&[
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+    ])
+    .expect("veth with 2 queues");
+    a.ip(&["link", "set", a_if, "up"]).expect("up");
+    b.ip(&["link", "set", b_if, "up"]).expect("up");
+}
+
+fn host(ns: &Netns, dev: &str, a: std::net::Ipv4Addr, gw: std::net::Ipv4Addr) {
+    ns.ip(&["addr", "add", &addr::cidr(a), "dev", dev])
+        .expect("address");
+    ns.ip(&["route", "add", "default", "via", &gw.to_string()])
+        .expect("route");
+    // Complete L4 checksums on what tandem sees (PLATFORM.md).
+    ns.exec("ethtool", &["-K", dev, "tx", "off"])
+        .expect("ethtool");
+}
+
+/// The lab profile with two workers and two queues per interface.
+fn two_worker_profile(dir: &std::path::Path) -> std::path::PathBuf {
+    let lab = std::fs::read_to_string(profile_dir().join("lab.toml")).expect("lab profile");
+    let mut text = String::new();
+    for line in lab.lines() {
+        let line = match line.trim() {
+            "name = \"lab\"" => "name = \"lab-2w\"",
+            "management = 0" => "management = 2",
+            "workers = [1]" => "workers = [0, 1]",
+            "queues = 1" => "queues = 2",
+            _ => line,
+        };
+        text.push_str(line);
+        text.push('\n');
+    }
+    for want in ["workers = [0, 1]", "queues = 2", "management = 2"] {
+        assert!(text.contains(want), "lab.toml changed: {want} not set");
+    }
+    let path = dir.join(format!("lab-2w-{}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write profile");
+    path
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    AfXdp,
+    IoUring,
+}
+
+#[test]
+fn pat_connections_through_two_afxdp_workers_with_handoff() {
+    if !have_privileges("pat_connections_through_two_afxdp_workers_with_handoff") {
+        return;
+    }
+    run(Kind::AfXdp);
+}
+
+#[test]
+fn pat_connections_through_two_io_uring_workers_with_handoff() {
+    if !have_privileges("pat_connections_through_two_io_uring_workers_with_handoff") {
+        return;
+    }
+    run(Kind::IoUring);
+}
+
+fn run(backend: Kind) {
+    tandem_netns::ensure_tool("ethtool", "ethtool").expect("ethtool");
+    let client = Netns::new("client").expect("ns");
+    let unit_ns = Netns::new("unit").expect("ns");
+    let server_ns = Netns::new("server").expect("ns");
+    veth2(&client, "c0", &unit_ns, "out0");
+    veth2(&unit_ns, "in0", &server_ns, "s0");
+    host(&client, "c0", addr::OUTSIDE_CLIENT, addr::OUTSIDE_UNIT);
+    host(&server_ns, "s0", addr::INSIDE_SERVER, addr::INSIDE_UNIT);
+
+    let dir = log_dir().expect("log dir");
+    let profile = two_worker_profile(dir);
+    let config = dir.join(format!("{}-fw2.toml", unit_ns.name()));
+    let toml = format!(
+        r#"[unit]
+name = "fw2"
+profile = "{profile}"
+control_socket = "{socket}"
+
+[[interface]]
+name = "outside"
+device = "out0"
+address = "{out}/24"
+security_level = 100
+
+[[interface]]
+name = "inside"
+device = "in0"
+address = "{ins}/24"
+security_level = 0
+
+[[nat]]
+type = "pat"
+real = "198.18.1.0/24"
+real_interface = "outside"
+mapped_interface = "inside"
+mapped = "interface"
+"#,
+        profile = profile.display(),
+        socket = dir.join("fw2.sock").display(),
+        out = addr::OUTSIDE_UNIT,
+        ins = addr::INSIDE_UNIT,
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let loaded = tandem_ctrl::config::load(&config, &ProfileSearch::default()).expect("config");
+    let (cfg, p) = (&loaded.config, &loaded.profile);
+    assert_eq!(p.cores.workers, vec![0, 1]);
+    let macs: Vec<[u8; 6]> = ["out0", "in0"]
+        .iter()
+        .map(|d| unit_ns.mac(d).expect("mac"))
+        .collect();
+    let dcfg = dataplane_config(cfg, p, &macs);
+    assert!(dcfg.state.is_some(), "the stateful stage is on");
+    let frames = frame_config(p);
+    // Opened inside the unit's namespace, as tandemd would be started there.
+    let (backends, _attachments): (Vec<Box<dyn Backend>>, Vec<XdpAttachment>) = {
+        let _in = unit_ns.enter().expect("enter unit ns");
+        match backend {
+            Kind::AfXdp => {
+                let att: Vec<XdpAttachment> = ["out0", "in0"]
+                    .iter()
+                    .map(|d| XdpAttachment::attach(d, XdpMode::Auto).expect("attach XDP"))
+                    .collect();
+                let b = (0..2u32)
+                    .map(|q| {
+                        let ports: Vec<(&XdpAttachment, u32)> =
+                            att.iter().map(|a| (a, q)).collect();
+                        Box::new(
+                            AfXdpBackend::open(&ports, &frames, ZeroCopy::Auto)
+                                .expect("AF_XDP socket per queue"),
+                        ) as Box<dyn Backend>
+                    })
+                    .collect();
+                (b, att)
+            }
+            Kind::IoUring => {
+                let group = (std::process::id() & 0xffff) as u16;
+                let b = (0..2)
+                    .map(|_| {
+                        Box::new(
+                            UringBackend::open(&["out0", "in0"], &frames, Some(group))
+                                .expect("io_uring backend"),
+                        ) as Box<dyn Backend>
+                    })
+                    .collect();
+                (b, Vec::new())
+            }
+        }
+    };
+    let specs = backends
+        .into_iter()
+        .zip(&p.cores.workers)
+        .map(|(backend, &core)| WorkerSpec {
+            core: Some(core),
+            backend,
+        })
+        .collect();
+    let dp = Dataplane::start(dcfg, specs).expect("data plane starts");
+    assert_eq!(dp.counters().len(), 2, "two workers");
+
+    let listen = SocketAddr::V4(SocketAddrV4::new(addr::INSIDE_SERVER, TCP_PORT));
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let _in = server_ns.enter().expect("enter server ns");
+        let mut cfg = ServerConfig::new(listen);
+        cfg.max_conns = Some(CONNS);
+        cfg.stop = Some(Arc::clone(&server_stop));
+        cfg.deadline = Duration::from_secs(180);
+        Server::bind(cfg).expect("server binds")
+    };
+    let (report, sreport) = std::thread::scope(|s| {
+        let server = s.spawn(move || server.run().expect("streams server"));
+        let client = s.spawn(|| {
+            let _in = client.enter().expect("enter client ns");
+            // 3 s of 1 kB/s per connection, written every 200 ms (about
+            // 2 kpps in all: light for a debug tandemd on 2 shared cores).
+            let mut cfg = ClientConfig::new(listen, CONNS, 1000, Duration::from_secs(3));
+            cfg.write_interval = Duration::from_millis(200);
+            cfg.connect_rate = 400;
+            cfg.connect_timeout = Duration::from_secs(15);
+            cfg.drain_timeout = Duration::from_secs(30);
+            cfg.deadline = Some(Duration::from_secs(120));
+            run_client(&cfg).expect("streams client")
+        });
+        let report = client.join().expect("client thread");
+        // The server exits once it has seen all CONNS end; bounded in case
+        // some never arrived.
+        let _ = wait_until(Instant::now() + Duration::from_secs(30), || {
+            server.is_finished()
+        });
+        server_stop.store(true, Ordering::Relaxed);
+        let sreport = server.join().expect("server thread");
+        (report, sreport)
+    });
+    let workers = dp.counters();
+    for w in &workers {
+        println!(
+            "{backend:?} worker {}: rx {} handoff_out {} handoff_in {} handoff_arp_out {} drop_handoff_full {} forwarded {} conn_created {} drop_tcp_no_conn {}",
+            w.worker,
+            w.rx,
+            w.handoff_out,
+            w.handoff_in,
+            w.handoff_arp_out,
+            w.drop_handoff_full,
+            w.forwarded,
+            w.conn_created,
+            w.drop_tcp_no_conn,
+        );
+    }
+    println!("{}", report.summary());
+    println!("{}", sreport.summary());
+    let ctx = || format!("{workers:#?}");
+    assert_eq!(
+        report.completed_clean,
+        CONNS,
+        "not every connection completed cleanly: {}\n{}",
+        report.summary(),
+        ctx()
+    );
+    assert_eq!(report.reset, 0, "{}", report.summary());
+    assert!(report.ok, "{}", report.summary());
+    assert_eq!(sreport.accepted, CONNS, "{}", sreport.summary());
+    assert!(sreport.ok, "{}", sreport.summary());
+    assert_eq!(report.bytes_sent, sreport.bytes_verified);
+    // Both workers received traffic, and frames crossed both ways: the
+    // two directions of connections did arrive on different workers.
+    for w in &workers {
+        assert!(w.rx > 0, "worker {} received nothing", w.worker);
+        assert!(
+            w.handoff_out > 0 && w.handoff_in > 0,
+            "worker {} handed nothing over: {}",
+            w.worker,
+            ctx()
+        );
+    }
+    let created: u64 = workers.iter().map(|w| w.conn_created).sum();
+    assert!(created >= CONNS as u64, "connections created: {created}");
+    drop(dp);
+    let _ = std::fs::remove_file(&profile);
+}
