@@ -14,6 +14,9 @@ have tcpdump  || need+=(tcpdump)
 have sysctl   || need+=(procps)
 have python3  || need+=(python3)
 have conntrack || need+=(conntrack)
+# The reference rows of bench failover and bench survival (also in test mode).
+have keepalived || need+=(keepalived)
+have conntrackd || need+=(conntrackd)
 
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
@@ -22,6 +25,14 @@ if ((${#need[@]})); then
     fi
     echo "tests/setup.sh: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # keepalived and conntrackd ship services: the lab runs its own instances
+    # in its namespaces, so keep apt from starting them on the host (Debian's
+    # policy-rc.d: 101 = action forbidden), unless the host already has a policy.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

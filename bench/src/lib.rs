@@ -6,7 +6,10 @@
 //! compares tandem's outage with keepalived's ([`failover`], binary
 //! `failover`), and the replication benchmark: records/s applied, bulk sync,
 //! replication lag and memory per connection of the stateful pair
-//! ([`replication`], binary `replication`).
+//! ([`replication`], binary `replication`), and the connection-survival
+//! benchmark: verified TCP streams across the kill of the active, tandem's
+//! stateful pair against keepalived + conntrackd ([`survival`], binary
+//! `survival`).
 //!
 //! Benchmarks double as tests (STYLE habit 15): `cargo test --benches` runs
 //! every criterion bench once, the fixtures have unit tests, and
@@ -17,3 +20,4 @@ pub mod failover;
 pub mod forward;
 pub mod micro;
 pub mod replication;
+pub mod survival;

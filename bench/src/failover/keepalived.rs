@@ -21,8 +21,8 @@ const VRID_IN: u8 = 52;
 const OUTSIDE_VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, VRID_OUT];
 
 /// Unit A's own addresses (B uses the lab's `*_UNIT_B`).
-const A_OUT: &str = "198.18.1.3";
-const A_IN: &str = "198.18.2.3";
+pub(crate) const A_OUT: &str = "198.18.1.3";
+pub(crate) const A_IN: &str = "198.18.2.3";
 
 fn err(detail: String) -> BenchError {
     BenchError::Phase {
@@ -33,6 +33,24 @@ fn err(detail: String) -> BenchError {
 
 /// keepalived.conf of one unit.
 pub fn config(state: &str, priority: u8, advert_ms: u64) -> String {
+    config_with_notify(state, priority, advert_ms, None)
+}
+
+/// keepalived.conf of one unit; with `notify`, the sync group runs
+/// `notify primary|backup|fault` on its transitions (conntrackd's
+/// primary-backup.sh convention).
+pub fn config_with_notify(
+    state: &str,
+    priority: u8,
+    advert_ms: u64,
+    notify: Option<&Path>,
+) -> String {
+    let notify = notify.map_or(String::new(), |p| {
+        let p = p.display();
+        format!(
+            "    notify_master \"{p} primary\"\n    notify_backup \"{p} backup\"\n    notify_fault \"{p} fault\"\n"
+        )
+    });
     let advert = format!("{:.2}", advert_ms as f64 / 1000.0);
     let inst = |name: &str, dev: &str, vrid: u8, vip: std::net::Ipv4Addr| {
         format!(
@@ -52,20 +70,20 @@ pub fn config(state: &str, priority: u8, advert_ms: u64) -> String {
     };
     format!(
         "global_defs {{\n    vrrp_version 3\n    script_user root\n}}\n\
-         vrrp_sync_group G {{\n    group {{\n        out\n        in\n    }}\n}}\n{}{}",
+         vrrp_sync_group G {{\n    group {{\n        out\n        in\n    }}\n{notify}}}\n{}{}",
         inst("out", "out0", VRID_OUT, addr::OUTSIDE_UNIT),
         inst("in", "in0", VRID_IN, addr::INSIDE_UNIT),
     )
 }
 
 /// A keepalived in a unit namespace, foreground, with its own pid files.
-struct Keepalived {
-    daemon: Daemon,
+pub(crate) struct Keepalived {
+    pub(crate) daemon: Daemon,
     vrrp_pidfile: PathBuf,
 }
 
 impl Keepalived {
-    fn start(ns: &Netns, name: &str, conf: &str) -> Result<Keepalived, BenchError> {
+    pub(crate) fn start(ns: &Netns, name: &str, conf: &str) -> Result<Keepalived, BenchError> {
         let dir = log_dir()?;
         let path = dir.join(format!("{}-{name}.conf", ns.name()));
         std::fs::write(&path, conf).map_err(|e| err(format!("write {}: {e}", path.display())))?;
@@ -90,7 +108,7 @@ impl Keepalived {
     }
 
     /// SIGKILL of the VRRP child (from its pid file) and the parent.
-    fn kill(&mut self) -> Result<(), BenchError> {
+    pub(crate) fn kill(&mut self) -> Result<(), BenchError> {
         if let Some(pid) = read_pid(&self.vrrp_pidfile) {
             // SAFETY: kill has no memory effects; the PID is the VRRP child
             // of the keepalived this trial started, still alive (its parent
@@ -115,13 +133,13 @@ fn read_pid(p: &Path) -> Option<i32> {
 }
 
 /// Whether `ns` holds `ip` on any interface.
-fn holds(ns: &Netns, ip: &str) -> bool {
+pub(crate) fn holds(ns: &Netns, ip: &str) -> bool {
     ns.ip(&["-o", "addr", "show"])
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {ip}/")))
 }
 
 /// Kernel forwarding with the unit's own addresses on out0 and in0.
-fn kernel_unit(ns: &Netns, out: &str, ins: &str) -> Result<(), BenchError> {
+pub(crate) fn kernel_unit(ns: &Netns, out: &str, ins: &str) -> Result<(), BenchError> {
     ns.ip(&["addr", "add", &format!("{out}/24"), "dev", "out0"])?;
     ns.ip(&["addr", "add", &format!("{ins}/24"), "dev", "in0"])?;
     for kv in [
@@ -135,7 +153,7 @@ fn kernel_unit(ns: &Netns, out: &str, ins: &str) -> Result<(), BenchError> {
 }
 
 /// The drop-all that makes a unit a dead box (IP in and out, forwarded).
-fn drop_all(ns: &Netns) -> Result<(), BenchError> {
+pub(crate) fn drop_all(ns: &Netns) -> Result<(), BenchError> {
     ns.exec("nft", &["add", "table", "inet", "dead"])?;
     for (chain, hook) in [
         ("drop_in", "prerouting"),

@@ -11,8 +11,8 @@
 //! configured virtual MAC, keepalived's `use_vmac`), so the client never
 //! needs a new neighbour entry: what is measured is the pair's takeover.
 
-mod keepalived;
-mod tandem;
+pub(crate) mod keepalived;
+pub(crate) mod tandem;
 
 use std::time::Duration;
 

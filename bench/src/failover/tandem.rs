@@ -20,13 +20,6 @@ use crate::forward::BenchError;
 /// nor the server needs a new neighbour entry after a takeover.
 pub const OUTSIDE_VMAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x0a, 0x01];
 
-/// The unit config of a pair member with unit timers `poll`/`hold` ms.
-pub fn config(socket: &str, name: &str, role: &str, poll: u64, hold: u64) -> String {
-    let mut c = PairConfig::new(name, role);
-    c.unit_timers_ms = (poll, hold);
-    c.render(std::path::Path::new(socket))
-}
-
 /// A running tandemd of the pair.
 pub struct Unit {
     pub daemon: Daemon,
@@ -35,20 +28,14 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Starts tandemd in `ns` and waits (bounded) for its control socket.
-    pub fn start(
-        ns: &Netns,
-        bins: &Binaries,
-        name: &str,
-        role: &str,
-        poll: u64,
-        hold: u64,
-    ) -> Result<Unit, BenchError> {
+    /// Starts tandemd in `ns` with the unit config `c` (the survival bench
+    /// runs a stateful one) and waits (bounded) for its control socket.
+    pub fn start_config(ns: &Netns, bins: &Binaries, c: &PairConfig) -> Result<Unit, BenchError> {
+        let name = c.name.as_str();
         let dir = log_dir()?;
         let socket = dir.join(format!("{}-{name}.sock", ns.name()));
         let path = dir.join(format!("{}-{name}.toml", ns.name()));
-        let toml = config(&socket.to_string_lossy(), name, role, poll, hold);
-        std::fs::write(&path, toml)
+        std::fs::write(&path, c.render(&socket))
             .map_err(|e| BenchError::Tandemd(format!("write {}: {e}", path.display())))?;
         let mut cmd = ns.cmd(&bins.tandemd.to_string_lossy());
         cmd.arg("-c")
@@ -141,11 +128,24 @@ impl Pair {
     /// Builds the lab, starts A alone until it is active, then B, and waits
     /// until they agree.
     pub fn form(bins: &Binaries, poll: u64, hold: u64) -> Result<Pair, BenchError> {
-        let lab = PairLab::new()?;
+        let mut a = PairConfig::new("fwa", "primary");
+        let mut b = PairConfig::new("fwb", "secondary");
+        a.unit_timers_ms = (poll, hold);
+        b.unit_timers_ms = (poll, hold);
+        Pair::form_with(PairLab::new()?, bins, &a, &b)
+    }
+
+    /// [`Pair::form`] on `lab` with the unit configs `a` (primary) and `b`.
+    pub fn form_with(
+        lab: PairLab,
+        bins: &Binaries,
+        a: &PairConfig,
+        b: &PairConfig,
+    ) -> Result<Pair, BenchError> {
         wait_carrier(&lab)?;
-        let mut a = Unit::start(&lab.unit_a, bins, "fwa", "primary", poll, hold)?;
+        let mut a = Unit::start_config(&lab.unit_a, bins, a)?;
         a.wait_state("Active", None)?;
-        let mut b = Unit::start(&lab.unit_b, bins, "fwb", "secondary", poll, hold)?;
+        let mut b = Unit::start_config(&lab.unit_b, bins, b)?;
         a.wait_state("Active", Some("Standby Ready"))?;
         b.wait_state("Standby Ready", Some("Active"))?;
         Ok(Pair { lab, a, b })
