@@ -33,10 +33,14 @@
 //!
 //! Nothing blocks the workers: every channel is bounded, frames that find
 //! no room are counted. The thread waits on the outbound channels (active)
-//! or on the socket (standby), at most [`WAIT_ACTIVE`] / [`WAIT_STANDBY`],
-//! and at most [`WAIT_BUSY`] while frames are unacknowledged; both waits
-//! return as soon as their input arrives, which is what keeps the
-//! replication lag within the 1 ms bar.
+//! or on the socket (standby), at most [`WAIT_ACTIVE`] / [`WAIT_STANDBY`]
+//! and never past the Sender's or Receiver's next timer; the active unit
+//! also looks at the socket (ACK, NAK) at least every [`WAIT_BUSY`] while
+//! frames are unacknowledged. Both waits return as soon as their input
+//! arrives: the replication lag is the sum of these hand-offs (worker →
+//! this thread → the mate's → its worker), not of any timer. They do not
+//! poll faster than that, because on a box with few cores a replication
+//! thread that wakes for nothing takes the CPU a worker needs.
 //!
 //! The state link's carrier is the HA thread's business (one source of
 //! truth: it logs "state link down … stale"); it tells this thread through
@@ -70,8 +74,12 @@ pub const ETHERTYPE: u16 = 0x88B6;
 pub const WAIT_ACTIVE: Duration = Duration::from_millis(1);
 /// Longest wait while standby: the socket wakes the thread at once.
 pub const WAIT_STANDBY: Duration = Duration::from_millis(1);
-/// Longest wait while frames are unacknowledged (retransmission timers).
-pub const WAIT_BUSY: Duration = Duration::from_micros(100);
+/// Longest wait while active with frames unacknowledged: how late a NAK
+/// (a lost frame) is read when no worker frame wakes the thread first.
+pub const WAIT_BUSY: Duration = Duration::from_micros(500);
+/// Shortest timed wait: a timer due now that produced nothing must not
+/// turn the loop into a spin.
+const WAIT_MIN: Duration = Duration::from_micros(50);
 
 /// Longest a frame waits for a worker buffer before it is dropped (and
 /// repaired by NAK and retransmission): beyond it the worker is stuck,
@@ -572,12 +580,18 @@ impl Repl {
             self.io
                 .drain(now, &mut self.tx, &mut self.counters.rejected);
             self.publish(now);
-            // Wait for input.
-            let busy = self.sender.as_ref().is_some_and(|s| s.lag_frames() > 0)
-                || self.receiver.poll_timeout().is_some();
+            // Wait for input, or until the next protocol timer.
+            let now_ns = nanos(self.epoch.elapsed());
+            let until = |deadline: Option<u64>, cap: Duration| {
+                deadline.map_or(cap, |d| {
+                    Duration::from_nanos(d.saturating_sub(now_ns)).clamp(WAIT_MIN, cap)
+                })
+            };
             match self.role {
                 ReplicationRole::Active => {
-                    let wait = if busy { WAIT_BUSY } else { WAIT_ACTIVE };
+                    let busy = self.sender.as_ref().is_some_and(|s| s.lag_frames() > 0);
+                    let cap = if busy { WAIT_BUSY } else { WAIT_ACTIVE };
+                    let wait = until(self.sender.as_ref().and_then(Sender::poll_timeout), cap);
                     if !self.io.sock_readable() {
                         let _ = sel.ready_timeout(wait);
                     }
@@ -588,7 +602,7 @@ impl Repl {
                     std::thread::sleep(PARK_POLL);
                 }
                 _ => {
-                    let wait = if busy { WAIT_BUSY } else { WAIT_STANDBY };
+                    let wait = until(self.receiver.poll_timeout(), WAIT_STANDBY);
                     if let Err(e) = wait_readable(&[&self.io.sock], wait) {
                         tracing::warn!("state link: poll: {e}");
                         std::thread::sleep(WAIT_STANDBY);

@@ -45,12 +45,26 @@ struct Cli {
     /// Skip the veth rows (bulk sync over the replication threads, lag).
     #[arg(long)]
     no_veth: bool,
+    /// Run only these row groups, comma separated: apply, bulk, lag, memory.
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.conns == 0 || cli.conns > MAX_CONNS {
         eprintln!("replication: --conns must be between 1 and {MAX_CONNS}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(g) = cli
+        .only
+        .iter()
+        .find(|g| !replication::ROW_GROUPS.contains(&g.as_str()))
+    {
+        eprintln!(
+            "replication: --only: unknown row group {g:?} (one of {})",
+            replication::ROW_GROUPS.join(", ")
+        );
         return ExitCode::FAILURE;
     }
     if cfg!(debug_assertions) {
@@ -64,6 +78,7 @@ fn main() -> ExitCode {
         lag_secs: cli.lag_secs.clamp(0.1, 60.0),
         veth: !cli.no_veth && root,
         rmem: cli.rmem_default,
+        only: cli.only.clone(),
     };
     let mut rows: Vec<RowReport> = Vec::new();
     let json = cli.json;

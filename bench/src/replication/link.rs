@@ -24,7 +24,7 @@ use tandem_sync::{FrameEncoder, Put, SyncBuf};
 
 use super::fixture;
 use super::inproc::short;
-use super::{mega, BenchError, RowReport, BAR_BULK, BAR_LAG};
+use super::{mega, BenchError, LinkCounters, RowReport, SchedReport, BAR_BULK, BAR_LAG};
 
 /// Frame buffers per unit's worker (fewer than the sender's ring, which is 3/4 of the outbound
 /// channel: the pool, not an eviction, is what throttles a bulk sync).
@@ -294,69 +294,73 @@ fn standby_worker(
     stop: Arc<AtomicBool>,
     until_bulk_end: bool,
 ) -> thread::JoinHandle<Result<Applied, BenchError>> {
-    thread::spawn(move || {
-        let mut a = Applied {
-            shard: fixture::shard(&cfg, 2)?,
-            applied: 0,
-            rejected: 0,
-            first_error: None,
-            bulk_end_at: None,
-            lag: Histogram::new_with_bounds(1, 60_000_000_000, 3)
-                .map_err(|e| BenchError::Setup(e.to_string()))?,
-        };
-        let mut in_bulk = false;
-        let hard = Instant::now() + Duration::from_secs(120);
-        while !stop.load(Ordering::Acquire) && Instant::now() < hard {
-            let Ok(buf) = w.delivered.recv_timeout(Duration::from_millis(5)) else {
-                continue;
+    // Named, so the scheduling report can tell it from the replication threads.
+    let spawned = thread::Builder::new()
+        .name("sb-worker".into())
+        .spawn(move || {
+            let mut a = Applied {
+                shard: fixture::shard(&cfg, 2)?,
+                applied: 0,
+                rejected: 0,
+                first_error: None,
+                bulk_end_at: None,
+                lag: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                    .map_err(|e| BenchError::Setup(e.to_string()))?,
             };
-            let now = fixture::ns_since(epoch);
-            let mut end = false;
-            match Frame::parse(buf.as_bytes()) {
-                Ok(Frame::Data { records, .. }) => {
-                    for r in records {
-                        match a.shard.apply(now, r.kind, r.op, r.payload) {
-                            Ok(()) => a.applied += 1,
-                            Err(e) => {
-                                a.rejected += 1;
-                                if a.first_error.is_none() {
-                                    a.first_error = Some(e.to_string());
+            let mut in_bulk = false;
+            let hard = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Acquire) && Instant::now() < hard {
+                let Ok(buf) = w.delivered.recv_timeout(Duration::from_millis(5)) else {
+                    continue;
+                };
+                let now = fixture::ns_since(epoch);
+                let mut end = false;
+                match Frame::parse(buf.as_bytes()) {
+                    Ok(Frame::Data { records, .. }) => {
+                        for r in records {
+                            match a.shard.apply(now, r.kind, r.op, r.payload) {
+                                Ok(()) => a.applied += 1,
+                                Err(e) => {
+                                    a.rejected += 1;
+                                    if a.first_error.is_none() {
+                                        a.first_error = Some(e.to_string());
+                                    }
+                                }
+                            }
+                            if r.kind == KIND_CONN && r.op == OP_UPSERT {
+                                let t = fixture::conn_number(r.payload)
+                                    .and_then(|i| created.get(i as usize))
+                                    .map(|t| t.load(Ordering::Acquire));
+                                if let Some(t) = t.filter(|t| *t != 0) {
+                                    let _ = a.lag.record(now.saturating_sub(t).max(1));
                                 }
                             }
                         }
-                        if r.kind == KIND_CONN && r.op == OP_UPSERT {
-                            let t = fixture::conn_number(r.payload)
-                                .and_then(|i| created.get(i as usize))
-                                .map(|t| t.load(Ordering::Acquire));
-                            if let Some(t) = t.filter(|t| *t != 0) {
-                                let _ = a.lag.record(now.saturating_sub(t).max(1));
-                            }
+                    }
+                    Ok(Frame::BulkBegin { .. }) => {
+                        // A standby clears its stream's entries before a bulk (`Shard::clear`).
+                        a.shard.clear();
+                        in_bulk = true;
+                    }
+                    Ok(Frame::BulkEnd { .. }) => {
+                        if in_bulk {
+                            a.bulk_end_at = Some(Instant::now());
+                            end = until_bulk_end;
                         }
+                        in_bulk = false;
                     }
+                    _ => {}
                 }
-                Ok(Frame::BulkBegin { .. }) => {
-                    // A standby clears its stream's entries before a bulk (`Shard::clear`).
-                    a.shard.clear();
-                    in_bulk = true;
+                let mut buf = buf;
+                buf.clear();
+                let _ = w.pool.0.try_send(buf);
+                if end {
+                    break;
                 }
-                Ok(Frame::BulkEnd { .. }) => {
-                    if in_bulk {
-                        a.bulk_end_at = Some(Instant::now());
-                        end = until_bulk_end;
-                    }
-                    in_bulk = false;
-                }
-                _ => {}
             }
-            let mut buf = buf;
-            buf.clear();
-            let _ = w.pool.0.try_send(buf);
-            if end {
-                break;
-            }
-        }
-        Ok(a)
-    })
+            Ok(a)
+        });
+    spawned.expect("spawning the standby worker thread")
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> Result<(), BenchError> {
@@ -375,10 +379,11 @@ pub fn bulk_row(conns: u64, rmem: Option<u64>, say: &mut dyn FnMut(&str)) -> Row
     let name = row_name("bulk sync, veth + AEAD, repl threads", rmem);
     say(&format!("{name}: {conns} connections"));
     match bulk(conns, rmem, say) {
-        Ok((secs, applied, sent)) => {
+        Ok((secs, applied, (sent, link))) => {
             let per_million = secs * 1e6 / conns.max(1) as f64;
             RowReport {
                 name,
+                link: Some(link),
                 bulk_ms: Some(secs * 1e3),
                 records: Some(applied),
                 conns: Some(conns),
@@ -417,7 +422,7 @@ fn bulk(
     conns: u64,
     rmem: Option<u64>,
     say: &mut dyn FnMut(&str),
-) -> Result<(f64, u64, String), BenchError> {
+) -> Result<(f64, u64, (String, LinkCounters)), BenchError> {
     let cap = u32::try_from(conns + conns / 16)
         .unwrap_or(u32::MAX)
         .max(1024);
@@ -469,25 +474,103 @@ fn bulk(
     Ok((secs, a.applied, sent))
 }
 
-/// The pair's loss-repair counters, for the notes: why frames were sent twice.
-fn link_counters(pair: &Pair) -> String {
+/// The pair's loss-repair and flow-control counters, for the notes (why frames were sent twice,
+/// waited or were dropped) and the JSON.
+fn link_counters(pair: &Pair) -> (String, LinkCounters) {
     // Let the status snapshots (refreshed every 50 ms) catch up.
     thread::sleep(Duration::from_millis(120));
     let a = pair.a.link().status();
     let b = pair.b.link().status();
     let tx = |k: &str| a.sender.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
     let rx = |k: &str| b.receiver.as_ref().and_then(|s| s[k].as_u64()).unwrap_or(0);
-    format!(
-        "{} frames sealed, {} retransmitted ({} RTO expiries, {} NAKs), standby: {} dropped \
-         for want of a worker buffer, {} gaps, {} duplicates",
-        a.counters.tx_frames,
-        tx("retransmits"),
-        tx("timeouts"),
-        rx("naks_sent"),
-        b.counters.rx_no_buffer,
-        rx("gaps"),
-        rx("duplicates"),
-    )
+    let c = LinkCounters {
+        tx_frames: a.counters.tx_frames,
+        retransmits: tx("retransmits"),
+        timeouts: tx("timeouts"),
+        naks: rx("naks_sent"),
+        acks: rx("acks_sent"),
+        out_of_order: rx("out_of_order"),
+        duplicates: rx("duplicates"),
+        rx_parked: b.counters.rx_parked,
+        rx_no_buffer: b.counters.rx_no_buffer,
+    };
+    let text = format!(
+        "{} frames sealed, {} retransmitted ({} RTO expiries, {} NAKs), standby: {} ACKs, \
+         {} frames parked for a worker buffer, {} dropped for want of one, {} out of order, \
+         {} duplicates",
+        c.tx_frames,
+        c.retransmits,
+        c.timeouts,
+        c.naks,
+        c.acks,
+        c.rx_parked,
+        c.rx_no_buffer,
+        c.out_of_order,
+        c.duplicates,
+    );
+    (text, c)
+}
+
+/// Per thread of this process: `(name, run-queue wait ns, on-CPU ns)` from
+/// `/proc/self/task/*/schedstat`. The main thread (the producer) is named `producer`, the
+/// replication threads `repl-active` and `repl-standby`.
+fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
+    let pid = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
+        let mut f = stat
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        let (run, wait) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        let name = if tid == u64::from(pid) {
+            "producer".to_string()
+        } else {
+            comm.trim().to_string()
+        };
+        v.push((tid, name, wait, run));
+    }
+    // The pair's threads are both named `replication`; A (active) is started first.
+    v.sort_by_key(|t| t.0);
+    let mut repl = ["repl-active", "repl-standby"].into_iter();
+    for t in v.iter_mut().filter(|t| t.1 == "replication") {
+        if let Some(n) = repl.next() {
+            t.1 = n.to_string();
+        }
+    }
+    v
+}
+
+/// What each thread alive at both snapshots waited and ran in between (ms).
+fn sched_delta(
+    before: &[(u64, String, u64, u64)],
+    after: &[(u64, String, u64, u64)],
+) -> Vec<(String, f64, f64)> {
+    let mut v: Vec<(String, f64, f64)> = after
+        .iter()
+        .filter_map(|(tid, name, wait, run)| {
+            let (_, _, w0, r0) = before.iter().find(|b| b.0 == *tid)?;
+            let ms = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e6;
+            Some((name.clone(), ms(*wait, *w0), ms(*run, *r0)))
+        })
+        .filter(|(_, w, r)| w + r > 0.0)
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn loadavg_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// Replication lag at `rate` creates per second for `secs`.
@@ -498,7 +581,7 @@ pub fn lag_row(rate: u64, secs: f64, rmem: Option<u64>, say: &mut dyn FnMut(&str
     );
     say(&format!("{name}: {secs} s"));
     match lag(rate, secs, rmem) {
-        Ok((h, n, note)) => {
+        Ok((h, n, note, link, sched)) => {
             let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
             let (p50, p99, max) = (us(0.5), us(0.99), h.max() as f64 / 1e3);
             RowReport {
@@ -512,6 +595,8 @@ pub fn lag_row(rate: u64, secs: f64, rmem: Option<u64>, say: &mut dyn FnMut(&str
                 bar: BAR_LAG.into(),
                 pass: Some(p99 <= 1000.0),
                 note,
+                link: Some(link),
+                sched: Some(sched),
                 ..RowReport::default()
             }
         }
@@ -523,7 +608,7 @@ fn lag(
     rate: u64,
     secs: f64,
     rmem: Option<u64>,
-) -> Result<(Histogram<u64>, u64, String), BenchError> {
+) -> Result<(Histogram<u64>, u64, String, LinkCounters, SchedReport), BenchError> {
     let total = ((rate as f64) * secs).round() as u64;
     let total = total.clamp(1, fixture::MAX_CONNS);
     let cap = u32::try_from(total + total / 8)
@@ -554,6 +639,8 @@ fn lag(
     // partial frame goes out once its first record is FLUSH old, as in the data path.
     let mut sink = ChanSink::new(&pair.wa)?;
     let flush_ns = FLUSH.as_nanos() as u64;
+    let sched0 = sched_snapshot();
+    let (mut max_oversleep, mut late) = (Duration::ZERO, 0u64);
     let start = Instant::now();
     let mut i = 0u64;
     let mut mid_bulks = 0;
@@ -595,7 +682,13 @@ fn lag(
             wait = wait.min(Duration::from_nanos(left));
         }
         if !wait.is_zero() {
-            thread::sleep(wait.min(Duration::from_millis(1)));
+            let want = wait.min(Duration::from_millis(1));
+            let t = Instant::now();
+            thread::sleep(want);
+            // Evidence for the tail: a wake-up this late means the producer was not scheduled.
+            let over = t.elapsed().saturating_sub(want);
+            max_oversleep = max_oversleep.max(over);
+            late += u64::from(over > Duration::from_micros(500));
         }
     }
     let produced = start.elapsed().as_secs_f64();
@@ -621,6 +714,13 @@ fn lag(
         }
         thread::sleep(Duration::from_millis(5));
     }
+    let sched1 = sched_snapshot();
+    let sched = SchedReport {
+        threads: sched_delta(&sched0, &sched1),
+        producer_max_oversleep_us: max_oversleep.as_secs_f64() * 1e6,
+        producer_late_wakeups: late,
+        loadavg_1m: loadavg_1m(),
+    };
     consumer_stop.store(true, Ordering::Release);
     if let Ok(r) = consumer.join() {
         res = Some(r);
@@ -636,14 +736,25 @@ fn lag(
             a.rejected, a.first_error
         )));
     }
-    let repair = link_counters(&pair);
+    let (repair, link) = link_counters(&pair);
+    let threads: Vec<String> = sched
+        .threads
+        .iter()
+        .map(|(n, w, r)| format!("{n} {w:.0}/{r:.0}"))
+        .collect();
     let note = format!(
         "{total} creates (SYN through PAT on the active shard) in {produced:.2} s, frames \
          flushed at {} µs; commit → encoder → repl thread → AES-256-GCM → veth → repl thread \
-         → standby worker Shard::apply; {} samples, {mid_bulks} mid-run bulk syncs; {repair}",
+         → standby worker Shard::apply; {} samples, {mid_bulks} mid-run bulk syncs; {repair}; \
+         run-queue wait/on-CPU ms per thread: {}; producer woke up to {:.0} µs late ({} \
+         wake-ups > 500 µs late); load average {:.2}",
         FLUSH.as_micros(),
-        a.lag.len()
+        a.lag.len(),
+        threads.join(", "),
+        sched.producer_max_oversleep_us,
+        sched.producer_late_wakeups,
+        sched.loadavg_1m,
     );
     drop(pair);
-    Ok((a.lag, total, note))
+    Ok((a.lag, total, note, link, sched))
 }

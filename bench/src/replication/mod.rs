@@ -17,6 +17,7 @@
 mod fixture;
 mod inproc;
 mod link;
+mod wakeup;
 
 use serde::Serialize;
 use tandem_netns::LabError;
@@ -48,6 +49,17 @@ pub struct Options {
     /// `net.core.rmem_default` for the veth rows' namespaces (`None`: the kernel's, 208 KiB):
     /// shows what a larger state-link receive buffer buys.
     pub rmem: Option<u64>,
+    /// Run only these groups of rows (`apply`, `bulk`, `lag`, `memory`); empty: all.
+    pub only: Vec<String>,
+}
+
+/// The row groups `--only` takes.
+pub const ROW_GROUPS: [&str; 4] = ["apply", "bulk", "lag", "memory"];
+
+impl Options {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 impl Default for Options {
@@ -58,6 +70,7 @@ impl Default for Options {
             lag_secs: 2.0,
             veth: true,
             rmem: None,
+            only: Vec::new(),
         }
     }
 }
@@ -88,6 +101,12 @@ pub struct RowReport {
     pub bytes_per_conn: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_bytes: Option<u64>,
+    /// Veth rows: the state link's loss repair and flow control during the row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkCounters>,
+    /// Lag rows: how long each thread of the pair waited for a CPU during the paced phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sched: Option<SchedReport>,
     /// The figure as printed in the table.
     #[serde(skip)]
     pub figure: String,
@@ -113,6 +132,45 @@ impl RowReport {
     }
 }
 
+/// The pair's loss-repair and flow-control counters over a veth row (sender: active unit,
+/// receiver and glue: standby).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct LinkCounters {
+    /// Frames sealed by the active unit's replication thread (new, resent, control).
+    pub tx_frames: u64,
+    /// Frames the sender sent again (NAK go-back-N and timeout probes).
+    pub retransmits: u64,
+    /// Retransmission timeouts that fired on the sender.
+    pub timeouts: u64,
+    /// NAKs the standby sent.
+    pub naks: u64,
+    /// ACKs the standby sent.
+    pub acks: u64,
+    /// Frames the standby received ahead of a gap (dropped).
+    pub out_of_order: u64,
+    /// Duplicates the standby received (dropped).
+    pub duplicates: u64,
+    /// Frames the standby's replication thread parked waiting for a worker buffer.
+    pub rx_parked: u64,
+    /// Frames the standby dropped for want of a worker buffer.
+    pub rx_no_buffer: u64,
+}
+
+/// Scheduling evidence for a lag row: run-queue wait (time runnable but not running, from
+/// `/proc/self/task/*/schedstat`) of each thread during the paced phase, and the producer's
+/// oversleeps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SchedReport {
+    /// `(thread, ms waited for a CPU, ms on a CPU)`.
+    pub threads: Vec<(String, f64, f64)>,
+    /// Longest the producer overslept a wake-up, µs (it asks for ≤ 1 ms).
+    pub producer_max_oversleep_us: f64,
+    /// Producer wake-ups late by more than 500 µs.
+    pub producer_late_wakeups: u64,
+    /// Load average (1 min) when the row ran.
+    pub loadavg_1m: f64,
+}
+
 /// Bars (issue 4, Acceptance).
 pub const BAR_APPLY: &str = ">= 1 M records/s";
 pub const BAR_BULK: &str = "1 M conns <= 2 s";
@@ -129,25 +187,36 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str), row: &mut dyn FnMut(&RowRe
         }
         row(&r);
     };
-    for r in inproc::apply_rows(opts.conns, say) {
+    if opts.wants("apply") {
+        for r in inproc::apply_rows(opts.conns, say) {
+            emit(r, say, row);
+        }
+    }
+    if opts.wants("bulk") {
+        let r = inproc::bulk_row(opts.conns, false, say);
+        emit(r, say, row);
+        let r = inproc::bulk_row(opts.conns, true, say);
         emit(r, say, row);
     }
-    let r = inproc::bulk_row(opts.conns, false, say);
-    emit(r, say, row);
-    let r = inproc::bulk_row(opts.conns, true, say);
-    emit(r, say, row);
     if opts.veth {
-        let r = link::bulk_row(opts.conns, opts.rmem, say);
-        emit(r, say, row);
-        for &rate in &opts.lag_rates {
-            let r = link::lag_row(rate, opts.lag_secs, opts.rmem, say);
+        if opts.wants("bulk") {
+            let r = link::bulk_row(opts.conns, opts.rmem, say);
             emit(r, say, row);
+        }
+        if opts.wants("lag") {
+            emit(wakeup::wakeup_row(opts.lag_secs), say, row);
+            for &rate in &opts.lag_rates {
+                let r = link::lag_row(rate, opts.lag_secs, opts.rmem, say);
+                emit(r, say, row);
+            }
         }
     } else {
         say("veth rows skipped (--no-veth, or not root)");
     }
-    for r in inproc::memory_rows(opts.conns) {
-        emit(r, say, row);
+    if opts.wants("memory") {
+        for r in inproc::memory_rows(opts.conns) {
+            emit(r, say, row);
+        }
     }
 }
 

@@ -61,6 +61,9 @@ fn ifindex(ifname: &str) -> Result<i32, L2Error> {
     })
 }
 
+/// `linux/if_packet.h`: do not loop this host's transmissions back to the socket.
+const PACKET_IGNORE_OUTGOING: i32 = 23;
+
 /// Receive and send buffer sizes asked for (see [`L2Socket::open`]).
 const L2_RCVBUF: i32 = 8 << 20;
 const L2_SNDBUF: i32 = 4 << 20;
@@ -116,6 +119,17 @@ impl L2Socket {
                 let _ = setsockopt(raw, libc::SOL_SOCKET, plain, &size);
             }
         }
+        // The host's own transmissions would be looped back to this socket
+        // (PACKET_OUTGOING) only to be skipped in `try_recv`: one wasted copy
+        // and receive call per frame sent, which on the state link is most of
+        // the replication thread's receive work. Best effort (Linux >= 4.20);
+        // `try_recv` still skips them on older kernels.
+        let _ = setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            &1i32,
+        );
         Ok(L2Socket {
             fd,
             ifindex,

@@ -15,9 +15,10 @@
 //!   [`FrameEncoder::finish`] closes the frame when `put` says [`Put::Full`] or when
 //!   [`FrameEncoder::opened_at`] passes the flush deadline. No allocation after start-up.
 //! * [`Sender`] (active unit's replication thread): stamps per-stream sequence numbers, keeps
-//!   unacknowledged frames in a ring, resends go-back-N on NAK or timeout, and raises
-//!   [`SenderEvent::BulkNeeded`] when a receiver asks for a bulk sync or needs a frame the ring
-//!   no longer holds; [`Sender::bulk_begin`] / [`Sender::bulk_end`] frame the bulk.
+//!   unacknowledged frames in a ring, resends go-back-N from a NAKed frame, probes with the
+//!   oldest unacknowledged frame on timeout, and raises [`SenderEvent::BulkNeeded`] when a
+//!   receiver asks for a bulk sync or needs a frame the ring no longer holds;
+//!   [`Sender::bulk_begin`] / [`Sender::bulk_end`] frame the bulk.
 //! * [`Receiver`] (standby's replication thread): [`Receiver::handle_frame`] yields the records
 //!   of each in-order frame borrowed from it ([`RecordRef`]), or says duplicate / gap / waiting
 //!   for a bulk; [`Receiver::poll_control`] emits ACK, NAK and BULK_REQUEST frames with retry

@@ -1,7 +1,7 @@
 //! The replication thread's sending side: per-stream sequence numbers assigned at send time, a
-//! ring of the frames not yet acknowledged, go-back-N retransmission on NAK or ACK timeout (with
-//! exponential backoff), and the decision that a receiver fell too far behind and needs a bulk
-//! sync.
+//! ring of the frames not yet acknowledged, go-back-N retransmission from a NAKed frame, a
+//! one-frame probe on ACK timeout (with exponential backoff), and the decision that a receiver
+//! fell too far behind and needs a bulk sync.
 //!
 //! Sans-IO: [`Sender::send`] and [`Sender::poll_retransmit`] hand out the frame bytes to seal and
 //! transmit; the caller copies them into the secure link's buffer (the ring keeps the plaintext
@@ -149,6 +149,9 @@ struct StreamTx {
     ring: Box<[Option<SyncBuf>]>,
     /// Go-back-N cursor: `[retx, retx_end)` still to resend.
     retx: Option<(u32, u32)>,
+    /// After a retransmission timeout: frames before this were outstanding when it fired and
+    /// may be lost; each ACK that advances into them probes the new oldest one.
+    recover_end: Option<u32>,
     rto: u64,
     rto_since: u64,
     bulk: BulkProgress,
@@ -208,6 +211,7 @@ impl Sender {
                 acked: 0,
                 ring: (0..cfg.ring_frames).map(|_| None).collect(),
                 retx: None,
+                recover_end: None,
                 rto: cfg.rto_initial,
                 rto_since: 0,
                 bulk: BulkProgress::default(),
@@ -474,6 +478,7 @@ impl Sender {
         if next == st.acked {
             return;
         }
+        let advanced = next.wrapping_sub(st.acked);
         st.acked = next;
         while serial_lt(st.base, next) {
             let slot = st.slot(st.base);
@@ -490,6 +495,20 @@ impl Sender {
         st.rto = self.cfg.rto_initial;
         st.rto_since = now;
         self.counters.acks_received += 1;
+        if let Some(end) = st.recover_end {
+            if advanced == 1 && serial_lt(st.base, end) {
+                // Recovering from a timeout and the receiver got just the probe: the frames
+                // sent after it before the timeout were lost too (the link does not reorder),
+                // so probe the next one. One frame per ACK, no duplicates.
+                if st.retx.is_none() {
+                    st.retx = Some((st.base, st.base.wrapping_add(1)));
+                }
+            } else {
+                // All of them acknowledged, or an ACK for more than the probe: the receiver
+                // is receiving (it was slow, or only ACKs were lost), nothing to probe.
+                st.recover_end = None;
+            }
+        }
     }
 
     fn handle_nak(&mut self, stream: usize, first: u32) {
@@ -536,11 +555,15 @@ impl Sender {
             if st.held() == 0 || now < st.rto_since.saturating_add(st.rto) {
                 continue;
             }
-            // Tail loss (or lost ACKs): nothing tells the receiver a frame is missing, so
-            // resend what is held; backoff keeps a dead link from being flooded.
+            // Tail loss, lost ACKs or a slow receiver: probe with the oldest unacknowledged
+            // frame only. A receiver that has it answers the duplicate with an ACK at once; one
+            // that lacks it delivers it (or NAKs a gap); the ACK then drives the recovery. The
+            // whole window is not resent: after a spurious timeout it would all be duplicates
+            // that the receiver must open and drop.
             if st.retx.is_none() {
-                st.retx = Some((st.base, st.next_seq));
+                st.retx = Some((st.base, st.base.wrapping_add(1)));
             }
+            st.recover_end = Some(st.next_seq);
             st.rto_since = now;
             st.rto = st.rto.saturating_mul(2).min(rto_max);
             self.counters.timeouts += 1;
