@@ -17,38 +17,6 @@ use tandem_dataplane::handoff::mesh;
 use tandem_dataplane::{ArpState, BatchLoop, Counters, DataplaneConfig, Forwarder, Timestamp};
 use tandem_io::mem::MemBackend;
 use tandem_io::wake::WakeFd;
-use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
-
-fn state_config() -> DataplaneConfig {
-    let mut cfg = config();
-    cfg.state = Some(StateConfig {
-        capacities: Capacities {
-            conns: 1024,
-            xlates: 1024,
-            sas: 16,
-        },
-        interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
-        ],
-        nat: vec![NatRule::DynamicPat {
-            real_if: 1,
-            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
-            mapped_if: 0,
-            mapped: OUT_IP,
-        }],
-        ..StateConfig::default()
-    });
-    cfg
-}
 
 /// Two workers of one unit, each over its own backend (worker i's queue of
 /// both ports), stepped in turn on simulated time.
@@ -108,34 +76,6 @@ impl Pair {
     fn counters(&self, i: usize) -> Counters {
         self.w[i].counters(&self.b[i])
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn tcp(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    seq: u32,
-    flags: &str,
-    ack: u32,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.0.octets(), dst.0.octets(), 64)
-        .tcp(src.1, dst.1, seq, 64_000);
-    if flags.contains('S') {
-        b = b.syn();
-    }
-    if flags.contains('A') {
-        b = b.ack(ack);
-    }
-    if flags.contains('P') {
-        b = b.psh();
-    }
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload).unwrap();
-    v
 }
 
 fn parse_tcp(f: &[u8]) -> (Ipv4Addr, Ipv4Addr, TcpHeader, Vec<u8>) {
@@ -251,7 +191,7 @@ fn connection(p: &mut Pair, sport: u16) -> Option<u16> {
 
 #[test]
 fn both_directions_meet_the_owner_through_pat() {
-    let cfg = state_config();
+    let cfg = stateful_config(1024);
     let mut p = Pair::new(&cfg, Some(64));
     learn_neighbours(&mut p);
     // ARP answers received by worker 0 taught worker 1 too (a copy each).
@@ -288,7 +228,7 @@ fn both_directions_meet_the_owner_through_pat() {
 /// know it, and is dropped.
 #[test]
 fn without_handoff_the_return_leg_on_another_worker_is_dropped() {
-    let cfg = state_config();
+    let cfg = stateful_config(1024);
     let mut p = Pair::new(&cfg, None);
     // Without handoff no ARP copies: each worker learns from its own frames.
     for w in 0..2 {
@@ -303,7 +243,7 @@ fn without_handoff_the_return_leg_on_another_worker_is_dropped() {
 
 #[test]
 fn a_full_ring_drops_and_counts() {
-    let mut cfg = state_config();
+    let mut cfg = stateful_config(1024);
     cfg.run.batch = 64;
     let mut p = Pair::new(&cfg, Some(4));
     learn_neighbours(&mut p);
@@ -354,6 +294,6 @@ fn only_stateful_units_with_several_workers_take_rings() {
     let mut plain = Forwarder::for_worker(&config(), 0, 2).unwrap();
     assert!(!plain.set_handoff(ends.next().unwrap()));
     let lone = mesh(4, 2048, &wakes[..1]).pop().unwrap();
-    let mut single = Forwarder::for_worker(&state_config(), 0, 1).unwrap();
+    let mut single = Forwarder::for_worker(&stateful_config(1024), 0, 1).unwrap();
     assert!(!single.set_handoff(lone));
 }

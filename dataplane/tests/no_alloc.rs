@@ -133,35 +133,8 @@ fn stateful_batches_of_established_flows_allocate_nothing() {
     use std::time::Duration;
     use tandem_dataplane::sync::channels;
     use tandem_dataplane::SyncSettings;
-    use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
 
-    let mut cfg = config();
-    cfg.state = Some(StateConfig {
-        capacities: Capacities {
-            conns: 4096,
-            xlates: 4096,
-            sas: 16,
-        },
-        interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
-        ],
-        nat: vec![NatRule::DynamicPat {
-            real_if: 1,
-            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
-            mapped_if: 0,
-            mapped: OUT_IP,
-        }],
-        ..StateConfig::default()
-    });
+    let mut cfg = stateful_config(4096);
     let sy = SyncSettings {
         buffers_per_worker: 64,
         ..SyncSettings::default()
@@ -262,35 +235,8 @@ fn handoff_between_workers_allocates_nothing() {
     use std::time::Duration;
     use tandem_dataplane::handoff::mesh;
     use tandem_io::wake::WakeFd;
-    use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
 
-    let mut cfg = config();
-    cfg.state = Some(StateConfig {
-        capacities: Capacities {
-            conns: 4096,
-            xlates: 4096,
-            sas: 16,
-        },
-        interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
-        ],
-        nat: vec![NatRule::DynamicPat {
-            real_if: 1,
-            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
-            mapped_if: 0,
-            mapped: OUT_IP,
-        }],
-        ..StateConfig::default()
-    });
+    let cfg = stateful_config(4096);
     let wakes = [
         Arc::new(WakeFd::new().unwrap()),
         Arc::new(WakeFd::new().unwrap()),
@@ -328,28 +274,28 @@ fn handoff_between_workers_allocates_nothing() {
     assert!(b[0].inject(0, &arp_reply(C_MAC, C_IP, OUT_MAC, OUT_IP)));
     assert!(b[0].inject(1, &arp_reply(S_MAC, S_IP, IN_MAC, IN_IP)));
     step(&mut w, &mut b, &mut now);
-    // 8 flows out, each received by worker i % 2 (whoever owns it).
+    // 8 flows out, each received by worker i % 2 (whoever owns it), one at
+    // a time so each flow's mapped port is known.
+    let mut mapped = Vec::new();
     for i in 0..8u16 {
         let f = udp_flow(20_000 + i, 53, S_MAC, IN_MAC, S_IP, C_IP);
         assert!(b[usize::from(i % 2)].inject(1, &f));
+        step(&mut w, &mut b, &mut now);
+        step(&mut w, &mut b, &mut now);
+        let mut out = Vec::new();
+        for bk in b.iter_mut() {
+            bk.drain_tx(0, |f| out.push(u16::from_be_bytes([f[34], f[35]])));
+            bk.drain_tx(1, |_| {});
+        }
+        assert_eq!(out.len(), 1, "flow {i} PAT'ed");
+        mapped.push(out[0]);
     }
-    step(&mut w, &mut b, &mut now);
-    step(&mut w, &mut b, &mut now);
-    let mut mapped = std::collections::BTreeMap::new();
-    for bk in b.iter_mut() {
-        bk.drain_tx(0, |f| {
-            mapped.insert(
-                u16::from_be_bytes([f[34], f[35]]),
-                u16::from_be_bytes([f[36], f[37]]),
-            );
-        });
-        bk.drain_tx(1, |_| {});
-    }
-    assert_eq!(mapped.len(), 8, "8 flows PAT'ed");
     // Built once: each flow both ways, each direction on the other worker
-    // than the one before; plus an ARP request for the unit's address.
+    // than the one before, so every flow crosses once per mix (which way
+    // depends on its owner, a fixed hash of its tuple); plus an ARP request
+    // for the unit's address.
     let mut mix = Vec::new();
-    for (i, (&m, _)) in mapped.iter().enumerate() {
+    for (i, &m) in mapped.iter().enumerate() {
         let sport = 20_000 + i as u16;
         mix.push((i % 2, 1, udp_flow(sport, 53, S_MAC, IN_MAC, S_IP, C_IP)));
         mix.push((

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use etherparse::{PacketBuilder, TcpHeader};
+use etherparse::TcpHeader;
 use tandem_dataplane::sync::channels;
 use tandem_dataplane::{
     BatchLoop, DataplaneConfig, Forwarder, Role, StatefulCommand, StreamEndpoint, SyncSettings,
@@ -24,39 +24,11 @@ use tandem_dataplane::{
 };
 use tandem_io::mem::MemBackend;
 use tandem_io::wake::WakeFd;
-use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
 
 const FRAMES_A: u32 = 1024;
 
 fn state_config(conns: u32) -> DataplaneConfig {
-    let mut cfg = config();
-    cfg.state = Some(StateConfig {
-        capacities: Capacities {
-            conns,
-            xlates: conns,
-            sas: 16,
-        },
-        interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
-        ],
-        // Inside hosts leave PAT'ed to the outside interface address.
-        nat: vec![NatRule::DynamicPat {
-            real_if: 1,
-            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
-            mapped_if: 0,
-            mapped: OUT_IP,
-        }],
-        ..StateConfig::default()
-    });
+    let mut cfg = stateful_config(conns);
     cfg.sync = Some(SyncSettings {
         frame_size: 1400,
         flush: Duration::from_micros(100),
@@ -173,38 +145,6 @@ impl Unit {
         v.sort();
         v
     }
-}
-
-/// A TCP segment between two hosts.
-#[allow(clippy::too_many_arguments)]
-fn tcp(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    seq: u32,
-    flags: &str,
-    ack: u32,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(src.0.octets(), dst.0.octets(), 64)
-        .tcp(src.1, dst.1, seq, 64_000);
-    if flags.contains('S') {
-        b = b.syn();
-    }
-    if flags.contains('A') {
-        b = b.ack(ack);
-    }
-    if flags.contains('P') {
-        b = b.psh();
-    }
-    if flags.contains('R') {
-        b = b.rst();
-    }
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload).unwrap();
-    v
 }
 
 /// Parses a forwarded TCP frame, checking the IPv4 and TCP checksums.

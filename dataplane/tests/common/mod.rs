@@ -17,6 +17,7 @@ use tandem_dataplane::{
 };
 use tandem_io::mem::MemBackend;
 use tandem_io::{Backend, Frame};
+use tandem_state::{Capacities, IfacePolicy, NatRule, Prefix, StateConfig};
 
 pub const OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const IN_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x01];
@@ -227,6 +228,72 @@ impl Rig {
         assert_eq!(self.fwd.held_frames(), 0);
         assert_eq!(self.b.free_frames(), FRAMES as usize, "frame leak");
     }
+}
+
+/// The rig's unit with the stateful stage: outside (level 0) and inside
+/// (level 100), inside hosts PAT'ed to the outside interface address, and
+/// `conns` connection and xlate slots.
+pub fn stateful_config(conns: u32) -> DataplaneConfig {
+    let mut cfg = config();
+    cfg.state = Some(StateConfig {
+        capacities: Capacities {
+            conns,
+            xlates: conns,
+            sas: 16,
+        },
+        interfaces: vec![
+            IfacePolicy {
+                name: "outside".into(),
+                security_level: 0,
+                asr_group: None,
+            },
+            IfacePolicy {
+                name: "inside".into(),
+                security_level: 100,
+                asr_group: None,
+            },
+        ],
+        nat: vec![NatRule::DynamicPat {
+            real_if: 1,
+            real: Prefix::new(Ipv4Addr::new(198, 18, 1, 0), 24),
+            mapped_if: 0,
+            mapped: OUT_IP,
+        }],
+        ..StateConfig::default()
+    });
+    cfg
+}
+
+/// A TCP segment between two hosts; `flags` holds any of `S`, `A`, `P`, `R`.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    seq: u32,
+    flags: &str,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, seq, 64_000);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(ack);
+    }
+    if flags.contains('P') {
+        b = b.psh();
+    }
+    if flags.contains('R') {
+        b = b.rst();
+    }
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).unwrap();
+    v
 }
 
 pub fn udp(
