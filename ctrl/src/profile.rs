@@ -53,9 +53,10 @@
 //! ```
 //!
 //! Memory needed by a profile ([`HwProfile::memory_bytes`]) is the frame
-//! memory of every worker plus table footprints estimated with the per-entry
-//! budgets below ([`entry_bytes`]); [`HwProfile::fits_machine`] compares it
-//! with `MemAvailable`.
+//! memory of every worker, table footprints estimated with the per-entry
+//! budgets below ([`entry_bytes`]) and, with several workers, the
+//! worker-handoff rings; [`HwProfile::fits_machine`] compares it with
+//! `MemAvailable`.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -642,9 +643,22 @@ impl HwProfile {
             + t.sa * entry_bytes::SA
     }
 
-    /// Frame memory plus tables.
+    /// Worker-handoff rings (`tandem_dataplane::handoff`): one per directed
+    /// pair of workers, `slots_per_ring` frame-sized slots each. Counted
+    /// whenever there are several workers: an upper bound, since only a
+    /// stateful unit builds them.
+    pub fn handoff_memory_bytes(&self) -> u64 {
+        let n = self.cores.workers.len();
+        if n < 2 {
+            return 0;
+        }
+        let slots = tandem_dataplane::handoff::slots_per_ring(n) as u64;
+        (n * (n - 1)) as u64 * slots * self.frames.frame_size as u64
+    }
+
+    /// Frame memory, tables and handoff rings.
     pub fn memory_bytes(&self) -> u64 {
-        self.frame_memory_bytes() + self.table_memory_bytes()
+        self.frame_memory_bytes() + self.table_memory_bytes() + self.handoff_memory_bytes()
     }
 
     /// Refuse a profile this machine cannot run: worker or management cores
@@ -676,10 +690,11 @@ impl HwProfile {
         let need = self.memory_bytes();
         if need > m.mem_available {
             problems.push(format!(
-                "profile {name} needs {} of memory ({} frames + {} tables) but only {} is available",
+                "profile {name} needs {} of memory ({} frames + {} tables + {} worker-handoff rings) but only {} is available",
                 human_bytes(need),
                 human_bytes(self.frame_memory_bytes()),
                 human_bytes(self.table_memory_bytes()),
+                human_bytes(self.handoff_memory_bytes()),
                 human_bytes(m.mem_available)
             ));
         }
@@ -983,6 +998,26 @@ mod tests {
             ..m
         };
         assert!(p.fits_machine(&m).is_ok());
+    }
+
+    #[test]
+    fn several_workers_count_their_handoff_rings() {
+        let mut p = shipped("lab");
+        assert_eq!(p.handoff_memory_bytes(), 0, "one worker: no rings");
+        p.cores.workers = vec![1, 2];
+        // Two rings (1 → 2, 2 → 1) of 1024 slots of 2048 bytes.
+        assert_eq!(p.handoff_memory_bytes(), 2 * 1024 * 2048);
+        assert_eq!(
+            p.memory_bytes(),
+            p.frame_memory_bytes() + p.table_memory_bytes() + 2 * 1024 * 2048
+        );
+        let nine300 = shipped("fpr-9300");
+        let n = nine300.cores.workers.len() as u64;
+        assert_eq!(
+            nine300.handoff_memory_bytes(),
+            n * (n - 1) * 128 * u64::from(nine300.frames.frame_size),
+            "many workers: the per-ring floor"
+        );
     }
 
     #[test]
