@@ -13,6 +13,17 @@
 //! the echo against the same function, so a clean echo proves both
 //! directions end to end.
 //!
+//! *Server push* ([`ServerConfig::push`] with [`ClientConfig::server_push`]):
+//! instead of echoing, the server sends its own stream, connection
+//! [`push_id`]`(c)`'s pattern, paced on its own timer whatever it receives,
+//! and the client verifies that. An echo server sends only when the client
+//! did, so after a failover it is silent until the client's retransmission
+//! (≥ 200 ms RTO); a pushing server's segments reach the new active right
+//! after it takes over, which is what exercises state that is not there yet.
+//! A pushed connection is clean at the client when its pushed bytes verified
+//! and the server's FIN came; that the server got every client byte is in
+//! the server's report (`verified_bytes` against the client's `sent_bytes`).
+//!
 //! Writes are paced per connection (`rate_per_conn` bytes/s, one write
 //! every `write_interval`, connections spread over the interval), the ramp
 //! is bounded (`connect_rate` new connections/s, at most `max_connecting`
@@ -166,6 +177,12 @@ pub fn fill_stream(conn: u64, offset: u64, buf: &mut [u8]) {
     });
 }
 
+/// Id of the stream a pushing server sends on connection `conn`: distinct
+/// from every client stream, so a cross-wired connection mismatches at once.
+pub fn push_id(conn: u64) -> u64 {
+    conn ^ (1 << 63)
+}
+
 /// Index in `data` of the first byte that differs from connection `conn`'s
 /// stream at `offset`, if any.
 pub fn first_mismatch(conn: u64, offset: u64, data: &[u8]) -> Option<usize> {
@@ -215,7 +232,8 @@ pub struct ConnReport {
     pub end: End,
     /// Stream bytes written, including the 8-byte id.
     pub sent_bytes: u64,
-    /// Echoed stream bytes received and verified.
+    /// Echoed stream bytes received and verified (with server push: the
+    /// server's pushed stream bytes).
     pub echoed_bytes: u64,
     /// Stream offset of the first wrong echoed byte.
     pub mismatch_at: Option<u64>,
@@ -464,6 +482,10 @@ pub struct ClientConfig {
     /// drain timeouts + 10 s.
     pub deadline: Option<Duration>,
     pub progress: Option<Arc<Progress>>,
+    /// The server pushes its own stream instead of echoing
+    /// ([`ServerConfig::push`]): verify that, and take the longest stall as
+    /// the longest gap in it.
+    pub server_push: bool,
 }
 
 impl ClientConfig {
@@ -488,6 +510,7 @@ impl ClientConfig {
             drain_timeout: Duration::from_secs(10),
             deadline: None,
             progress: None,
+            server_push: false,
         }
     }
 
@@ -795,7 +818,9 @@ impl Client<'_> {
             fill_stream(c.id, c.sent, buf);
             match s.write(buf) {
                 Ok(k) => {
-                    if c.echoed == c.sent {
+                    // Echo: the stall clock starts when data goes unechoed.
+                    // Push: it runs from the last pushed byte received.
+                    if c.echoed == c.sent && !self.cfg.server_push {
                         c.stall_mark = now;
                     }
                     c.sent += k as u64;
@@ -841,7 +866,12 @@ impl Client<'_> {
             let Some(s) = c.sock.as_mut() else { return };
             match s.read(&mut self.scratch) {
                 Ok(0) => {
-                    let end = if c.phase == Phase::Draining && c.echoed == c.sent {
+                    let whole = if self.cfg.server_push {
+                        c.echoed >= HEADER_LEN && c.mismatch_at.is_none()
+                    } else {
+                        c.echoed == c.sent
+                    };
+                    let end = if c.phase == Phase::Draining && whole {
                         End::Clean
                     } else {
                         End::EarlyEof
@@ -850,7 +880,9 @@ impl Client<'_> {
                 }
                 Ok(k) => {
                     let data = &self.scratch[..k];
-                    let bad = if c.echoed + k as u64 > c.sent {
+                    let bad = if self.cfg.server_push {
+                        first_mismatch(push_id(c.id), c.echoed, data)
+                    } else if c.echoed + k as u64 > c.sent {
                         // More echo than was sent: the stream is not ours.
                         Some(
                             first_mismatch(c.id, c.echoed, data)
@@ -889,7 +921,14 @@ impl Client<'_> {
         if c.phase == Phase::Done {
             return;
         }
-        if matches!(c.phase, Phase::Sending | Phase::Draining) && c.echoed < c.sent {
+        // The stall still open at the end counts, unless nothing was owed:
+        // echo with every byte back, or a pushed stream that ended cleanly.
+        let owed = if self.cfg.server_push {
+            end != End::Clean
+        } else {
+            c.echoed < c.sent
+        };
+        if matches!(c.phase, Phase::Sending | Phase::Draining) && owed {
             c.longest_stall = c
                 .longest_stall
                 .max(now.saturating_duration_since(c.stall_mark));
