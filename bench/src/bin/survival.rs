@@ -6,7 +6,11 @@
 //! keepalived + conntrackd as the reference, on the same topology in the
 //! same run. See `bench::survival` for how.
 //!
-//! `cargo run --release -p bench --bin survival [-- --json] [--conns N] [--trials K]`
+//! `cargo run --release -p bench --bin survival [-- --json] [--conns N] [--trials K] [--server-push MS]`
+//!
+//! The servers push their own stream every `--server-push` ms (default
+//! 5) so server segments reach the new active right after takeover;
+//! `--server-push 0` runs the echo traffic instead.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,6 +45,11 @@ struct Cli {
     /// Rows to run by name substring, comma separated (e.g. `tandem,conntrackd`).
     #[arg(long, value_delimiter = ',', value_name = "ROWS")]
     rows: Vec<String>,
+    /// The server pushes its own verified stream, one write per connection
+    /// every MS ms, instead of echoing; 0: echo servers (nothing from the
+    /// server until the client sends).
+    #[arg(long, default_value_t = survival::PUSH_MS, value_name = "MS")]
+    server_push: u64,
     /// Also run the kernel rows with NAT only (no forward filter).
     #[arg(long)]
     nat_only: bool,
@@ -74,6 +83,7 @@ fn main() -> ExitCode {
         conns: cli.conns.max(1),
         rate_per_conn: cli.rate_per_conn.max(8),
         after_kill: Duration::from_secs_f64(cli.after.max(0.5)),
+        server_push: (cli.server_push > 0).then(|| Duration::from_millis(cli.server_push)),
         ..Options::default()
     };
     let mut reports = Vec::new();

@@ -20,6 +20,13 @@
 //!   which must lose every connection: the proof that the kernel setup is
 //!   strict enough for the conntrackd row to mean something.
 //!
+//! Traffic: by default the server *pushes* its own verified stream on a
+//! timer ([`Options::server_push`]) besides verifying the client's, so
+//! server → client segments reach the new active right after it takes the
+//! VIPs, before a conntrackd commit; with echo servers (`server_push:
+//! None`) nothing from the server arrives until its retransmission timeout
+//! (≥ 200 ms), after the commit, so the server never tests that window.
+//!
 //! Who sent a reset is counted on the lab's switch: an nftables bridge
 //! table counts TCP RST segments per bridge port and direction, so the RSTs
 //! a unit *originated* are those it sent minus those it was handed to
@@ -37,8 +44,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tandem_netns::streams::{
-    run_client, ClientConfig, End, Progress, Server, ServerConfig, ServerReport, StreamsError,
-    StreamsReport,
+    run_client, ClientConfig, End, Progress, Push, Server, ServerConfig, ServerReport,
+    StreamsError, StreamsReport,
 };
 use tandem_netns::topology::{addr, PairLab};
 use tandem_netns::{wait_for, Netns};
@@ -76,6 +83,9 @@ pub struct Options {
     pub drain: Duration,
     /// UDP datagram spacing (the UDP outage's resolution).
     pub udp_interval: Duration,
+    /// The server pushes its own stream (at `rate_per_conn`), one write
+    /// per connection this often, instead of echoing; `None`: echo.
+    pub server_push: Option<Duration>,
 }
 
 impl Default for Options {
@@ -88,9 +98,14 @@ impl Default for Options {
             after_kill: Duration::from_secs(5),
             drain: Duration::from_secs(5),
             udp_interval: Duration::from_millis(1),
+            server_push: Some(DEFAULT_PUSH),
         }
     }
 }
+
+/// The server's default push interval.
+pub const DEFAULT_PUSH: Duration = Duration::from_millis(PUSH_MS);
+pub const PUSH_MS: u64 = 5;
 
 impl Options {
     /// The test-mode configuration: 10 connections, one trial, short.
@@ -102,6 +117,12 @@ impl Options {
             drain: Duration::from_secs(3),
             ..Options::default()
         }
+    }
+
+    /// The traffic column: `echo` or `push N ms`.
+    pub fn traffic(&self) -> String {
+        self.server_push
+            .map_or("echo".into(), |p| format!("push {} ms", p.as_millis()))
     }
 }
 
@@ -170,8 +191,9 @@ pub struct Trial {
     pub rst_new_active: u64,
     /// TCP RST segments the server's stack sent.
     pub rst_server: u64,
-    /// Longest and median stall (no echo progress while data was
-    /// unechoed) over the surviving connections, each its own longest.
+    /// Longest and median stall (echo: no echo progress while data was
+    /// unechoed; push: the longest gap in the pushed stream) over the
+    /// surviving connections, each its own longest.
     pub stall_max_ms: Option<f64>,
     pub stall_median_ms: Option<f64>,
     /// The UDP receiver's longest gap between datagrams.
@@ -191,6 +213,8 @@ pub struct Trial {
 #[derive(Clone, Debug, Serialize)]
 pub struct RowReport {
     pub name: String,
+    /// What the server sends: `echo` or `push N ms` ([`Options::traffic`]).
+    pub traffic: String,
     pub conns: usize,
     /// Medians across the trials.
     pub survived: Option<f64>,
@@ -216,6 +240,7 @@ impl RowReport {
         };
         RowReport {
             name: row.name(),
+            traffic: "echo".into(),
             conns,
             survived: m(&|t| Some(t.survived as f64)),
             reset: m(&|t| Some(t.reset as f64)),
@@ -235,14 +260,15 @@ impl RowReport {
 
 /// The text table of `rows`.
 pub fn table(rows: &[RowReport]) -> String {
-    let line = |c: [&str; 12]| {
+    let line = |c: [&str; 13]| {
         format!(
-            "{:<50} {:>9} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>6}\n",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
+            "{:<50} {:>10} {:>9} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>11}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12]
         )
     };
     let mut s = line([
         "row (medians across trials)",
+        "server",
         "survived",
         "reset",
         "RSTs by",
@@ -253,16 +279,29 @@ pub fn table(rows: &[RowReport]) -> String {
         "UDP gap",
         "takeover",
         "commit",
-        "trials",
+        "survived",
     ]);
     s.push_str(&line([
-        "", "", "", "new act.", "out", "", "stall ms", "stall ms", "ms", "ms", "ms", "",
+        "",
+        "sends",
+        "",
+        "",
+        "new act.",
+        "out",
+        "",
+        "stall ms",
+        "stall ms",
+        "ms",
+        "ms",
+        "ms",
+        "per trial",
     ]));
     let n = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}"));
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for r in rows {
         s.push_str(&line([
             &r.name,
+            &r.traffic,
             &r.survived
                 .map_or("-".to_string(), |v| format!("{v}/{}", r.conns)),
             &n(r.reset),
@@ -274,7 +313,13 @@ pub fn table(rows: &[RowReport]) -> String {
             &f(r.udp_outage_ms),
             &f(r.takeover_ms),
             &f(r.commit_ms),
-            &r.trials.len().to_string(),
+            // A failover either hits the commit window or not: a median
+            // hides which, so every trial's count is shown.
+            &r.trials
+                .iter()
+                .map(|t| t.survived.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
         ]));
         if let Some(e) = &r.failed {
             s.push_str(&format!("  FAILED: {}\n", e.replace('\n', "\n    ")));
@@ -328,7 +373,10 @@ pub fn run_row(row: Row, bins: &Binaries, opts: &Options, say: &mut dyn FnMut(&s
             }
         }
     }
-    RowReport::from_trials(row, opts.conns, trials, failed)
+    RowReport {
+        traffic: opts.traffic(),
+        ..RowReport::from_trials(row, opts.conns, trials, failed)
+    }
 }
 
 // ------------------------------------------------------------ RST counters
@@ -452,6 +500,10 @@ impl Traffic {
         let server = {
             let _in = lab.server.enter()?;
             let mut cfg = ServerConfig::new(listen);
+            cfg.push = opts.server_push.map(|interval| Push {
+                interval,
+                rate: opts.rate_per_conn,
+            });
             cfg.max_conns = Some(opts.conns);
             cfg.deadline = deadline;
             cfg.stop = Some(Arc::clone(&server_stop));
@@ -475,6 +527,7 @@ impl Traffic {
         ccfg.stop = Some(Arc::clone(&stop));
         ccfg.progress = Some(Arc::clone(&progress));
         ccfg.write_interval = opts.write_interval;
+        ccfg.server_push = opts.server_push.is_some();
         ccfg.drain_timeout = opts.drain;
         ccfg.deadline = Some(deadline + opts.drain);
         let client_ns = lab.client.name().to_string();
@@ -583,7 +636,9 @@ fn rx_timeout(s: &UdpSocket) -> std::io::Result<()> {
 }
 
 /// Fills the connection counts and stall figures of `t` from both ends'
-/// reports: a connection reset at either end counts as reset.
+/// reports: a connection reset at either end counts as reset; one survived
+/// only if both ends closed it cleanly and the server verified every byte
+/// the client sent (with server push the client cannot tell that itself).
 pub(crate) fn classify(client: &StreamsReport, server: &ServerReport, t: &mut Trial) {
     let server_reset: Vec<u64> = server
         .connections
@@ -591,13 +646,19 @@ pub(crate) fn classify(client: &StreamsReport, server: &ServerReport, t: &mut Tr
         .filter(|c| c.end == End::Reset)
         .filter_map(|c| c.id)
         .collect();
+    let server_whole = |id: u64, sent: u64| {
+        server
+            .connections
+            .iter()
+            .any(|s| s.id == Some(id) && s.end == End::Clean && s.verified_bytes == sent)
+    };
     t.conns = client.conns;
     t.established = client.established;
     let mut stalls = Vec::new();
     for c in &client.connections {
         if c.end == End::Reset || server_reset.contains(&c.id) {
             t.reset += 1;
-        } else if c.end == End::Clean {
+        } else if c.end == End::Clean && server_whole(c.id, c.sent_bytes) {
             t.survived += 1;
             stalls.push(c.longest_stall_ms);
         } else if c.end == End::Timeout {
@@ -680,9 +741,52 @@ mod tests {
         assert_eq!((t.survived, t.reset, t.stalled, t.other), (2, 1, 1, 0));
         assert_eq!(t.stall_max_ms, Some(300.0));
         assert_eq!(t.stall_median_ms, Some(200.0));
-        let r = RowReport::from_trials(Row::Tandem, 4, vec![t], None);
+        let r = RowReport::from_trials(Row::Tandem, 4, vec![t.clone()], None);
         assert_eq!(r.survived, Some(2.0));
         let text = table(&[r]);
         assert!(text.contains("2/4"), "{text}");
+        assert!(
+            text.lines().nth(2).is_some_and(|l| l.ends_with(" 2")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_clean_close_without_every_byte_at_the_server_did_not_survive() {
+        let mut client = StreamsReport {
+            connections: vec![conn(0, End::Clean, 5.0), conn(1, End::Clean, 5.0)],
+            ..serde_json::from_value(serde_json::json!({
+                "connect": "x", "conns": 2, "opened": 2, "established": 2,
+                "completed_clean": 2, "reset": 0, "ended_early": 0, "mismatched": 0,
+                "timed_out": 0, "connect_failed": 0, "errors": 0, "not_opened": 0,
+                "rate_per_conn_bytes_per_s": 1, "bytes_sent": 0, "bytes_echoed": 0,
+                "stall_p50_ms": 0.0, "stall_p99_ms": 0.0, "stall_max_ms": 0.0,
+                "stopped_by": "flag", "run_s": 1.0, "cpu_user_s": 0.0, "cpu_sys_s": 0.0,
+                "ok": true, "connections": []
+            }))
+            .unwrap()
+        };
+        client.connections[0].sent_bytes = 100;
+        client.connections[1].sent_bytes = 100;
+        let sconn = |id, verified_bytes| ServerConnReport {
+            id: Some(id),
+            peer: String::new(),
+            end: End::Clean,
+            verified_bytes,
+            echoed_bytes: 0,
+            mismatch_at: None,
+            error: None,
+        };
+        let mut server: ServerReport = serde_json::from_value(serde_json::json!({
+            "listen": "x", "accepted": 2, "completed_clean": 2, "reset": 0, "ended_early": 0,
+            "mismatched": 0, "errors": 0, "open_at_exit": 0, "bytes_verified": 0,
+            "bytes_echoed": 0, "run_s": 1.0, "cpu_user_s": 0.0, "cpu_sys_s": 0.0, "ok": true,
+            "connections": []
+        }))
+        .unwrap();
+        server.connections = vec![sconn(0, 100), sconn(1, 60)];
+        let mut t = Trial::default();
+        classify(&client, &server, &mut t);
+        assert_eq!((t.survived, t.reset, t.stalled, t.other), (1, 0, 0, 1));
     }
 }

@@ -283,6 +283,7 @@ pub struct ServerConnReport {
     pub end: End,
     /// Stream bytes received and verified in order (including the id).
     pub verified_bytes: u64,
+    /// Bytes echoed (with push: pushed stream bytes written).
     pub echoed_bytes: u64,
     pub mismatch_at: Option<u64>,
     pub error: Option<String>,
@@ -1010,6 +1011,18 @@ pub struct ServerConfig {
     /// Exit (and report) when this flag is set.
     pub stop: Option<Arc<AtomicBool>>,
     pub progress: Option<Arc<Progress>>,
+    /// Push the server's own stream instead of echoing (the client needs
+    /// [`ClientConfig::server_push`]).
+    pub push: Option<Push>,
+}
+
+/// The pace of a pushing server, per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Push {
+    /// One write per connection this often, whatever the client sends.
+    pub interval: Duration,
+    /// Pattern bytes per second (the id is extra).
+    pub rate: u64,
 }
 
 impl ServerConfig {
@@ -1021,16 +1034,20 @@ impl ServerConfig {
             deadline: Duration::from_secs(600),
             stop: None,
             progress: None,
+            push: None,
         }
     }
 }
 
 struct SConn {
     peer: SocketAddr,
+    /// Accepted at (the push pace counts from here).
+    since: Instant,
     sock: Option<TcpStream>,
     hdr: [u8; 8],
     id: Option<u64>,
     got: u64,
+    /// Bytes echoed, or with push the pushed stream bytes written.
     echoed: u64,
     buf: Box<[u8]>,
     pend: (usize, usize),
@@ -1053,6 +1070,11 @@ impl Server {
     pub fn bind(cfg: ServerConfig) -> Result<Server, StreamsError> {
         let addr = cfg.listen;
         let err = |source| StreamsError::Listen { addr, source };
+        if cfg.push.is_some_and(|p| p.interval.is_zero()) {
+            return Err(StreamsError::Config(
+                "push interval must be positive".into(),
+            ));
+        }
         if let Some(n) = cfg.max_conns {
             raise_nofile(n as u64 + 64)?;
         }
@@ -1093,6 +1115,13 @@ impl Server {
         let mut conns: Vec<SConn> = Vec::with_capacity(self.cfg.max_conns.unwrap_or(1024));
         let mut events = Events::with_capacity(1024);
         let mut live = 0usize;
+        let mut next_push = start;
+        // Filled with the pushed pattern, one write at a time.
+        let mut push_buf = if self.cfg.push.is_some() {
+            vec![0u8; SCRATCH]
+        } else {
+            Vec::new()
+        };
         loop {
             let now = Instant::now();
             let stop = self
@@ -1105,7 +1134,21 @@ impl Server {
                 break;
             }
             // Wake at least every 100 ms to notice the stop flag.
-            let timeout = (deadline - now).min(CONTROL_EVERY);
+            let mut timeout = (deadline - now).min(CONTROL_EVERY);
+            if let Some(push) = self.cfg.push {
+                if now >= next_push {
+                    for c in conns.iter_mut() {
+                        if push_due(c, now, push, &mut push_buf) {
+                            self.close(c, &mut live);
+                        }
+                    }
+                    next_push += push.interval;
+                    if next_push < now {
+                        next_push = now + push.interval;
+                    }
+                }
+                timeout = timeout.min(next_push.saturating_duration_since(Instant::now()));
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(poll_err("wait")(e));
@@ -1118,20 +1161,24 @@ impl Server {
                 }
                 let i = ev.token().0;
                 if i < conns.len() && conns[i].sock.is_some() && serve(&mut conns[i], &self.cfg) {
-                    if let Some(mut s) = conns[i].sock.take() {
-                        let _ = self.poll.registry().deregister(&mut s);
-                    }
-                    conns[i].buf = Box::new([]);
-                    live -= 1;
-                    if let Some(p) = &self.cfg.progress {
-                        p.ended.fetch_add(1, Ordering::Relaxed);
-                    }
+                    self.close(&mut conns[i], &mut live);
                 }
             }
         }
         let run_s = start.elapsed().as_secs_f64();
         let cpu1 = thread_cpu();
         Ok(self.report(conns, run_s, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1)))
+    }
+
+    /// Forget an ended connection's socket and buffer.
+    fn close(&self, c: &mut SConn, live: &mut usize) {
+        let Some(mut s) = c.sock.take() else { return };
+        let _ = self.poll.registry().deregister(&mut s);
+        c.buf = Box::new([]);
+        *live -= 1;
+        if let Some(p) = &self.cfg.progress {
+            p.ended.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn accept(&mut self, conns: &mut Vec<SConn>, live: &mut usize) -> Result<(), StreamsError> {
@@ -1150,6 +1197,7 @@ impl Server {
                         .map_err(poll_err("register connection"))?;
                     conns.push(SConn {
                         peer,
+                        since: Instant::now(),
                         sock: Some(s),
                         hdr: [0; 8],
                         id: None,
@@ -1238,8 +1286,39 @@ fn verify(c: &mut SConn, data: &[u8]) {
     }
 }
 
-/// Echo what is pending, read and verify what arrived; true when the
-/// connection has ended.
+/// Write the pushed stream the pace allows by now (once the client's id is
+/// known; until its FIN); true when the connection has ended (a write
+/// failed). A full socket buffer waits for the next tick.
+fn push_due(c: &mut SConn, now: Instant, push: Push, buf: &mut [u8]) -> bool {
+    let (Some(s), Some(id), false) = (c.sock.as_mut(), c.id, c.eof) else {
+        return false;
+    };
+    let elapsed = now.saturating_duration_since(c.since).as_nanos();
+    let target = HEADER_LEN + (elapsed * push.rate as u128 / 1_000_000_000) as u64;
+    while c.echoed < target {
+        let n = ((target - c.echoed) as usize).min(buf.len());
+        fill_stream(push_id(id), c.echoed, &mut buf[..n]);
+        match s.write(&buf[..n]) {
+            Ok(k) => {
+                c.echoed += k as u64;
+                if k < n {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                c.end = if is_reset(&e) { End::Reset } else { End::Error };
+                c.error = Some(e.to_string());
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Echo what is pending (push: nothing is), read and verify what arrived;
+/// true when the connection has ended.
 fn serve(c: &mut SConn, cfg: &ServerConfig) -> bool {
     let fail = |c: &mut SConn, e: io::Error| {
         c.end = if is_reset(&e) { End::Reset } else { End::Error };
@@ -1276,7 +1355,9 @@ fn serve(c: &mut SConn, cfg: &ServerConfig) -> bool {
         match s.read(&mut c.buf) {
             Ok(0) => c.eof = true,
             Ok(k) => {
-                c.pend = (0, k);
+                if cfg.push.is_none() {
+                    c.pend = (0, k);
+                }
                 // Take the buffer out so `verify` can borrow the rest of the
                 // connection mutably (an empty box does not allocate).
                 let buf = std::mem::take(&mut c.buf);
@@ -1362,6 +1443,60 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         let back: StreamsReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back.completed_clean, 20);
+    }
+
+    /// Server push over loopback: each side verifies the other's stream,
+    /// the server's arrives on its own pace (more pushed than a 1-byte
+    /// client stream could echo), and every byte the client sent reached it.
+    #[test]
+    fn loopback_server_push_completes_cleanly() {
+        let mut scfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        scfg.max_conns = Some(10);
+        scfg.deadline = Duration::from_secs(30);
+        scfg.push = Some(Push {
+            interval: Duration::from_millis(5),
+            rate: 20_000,
+        });
+        let server = Server::bind(scfg).unwrap();
+        let addr = server.local_addr();
+        let srv = std::thread::spawn(move || server.run().unwrap());
+        // The client sends 8 pattern bytes per second: the server's stream
+        // can only come from its own timer.
+        let mut cfg = ClientConfig::new(addr, 10, 8, Duration::from_millis(500));
+        cfg.server_push = true;
+        let r = run_client(&cfg).unwrap();
+        let s = srv.join().unwrap();
+        assert!(r.ok, "{}", r.summary());
+        assert!(s.ok, "{}", s.summary());
+        assert_eq!(s.bytes_verified, r.bytes_sent);
+        assert_eq!(r.bytes_echoed, s.bytes_echoed, "every pushed byte verified");
+        assert!(r.bytes_echoed > 10 * 1000, "{}", r.summary());
+        for c in &r.connections {
+            assert!(c.echoed_bytes > c.sent_bytes, "{c:?}");
+        }
+    }
+
+    /// A client expecting a push from an echo server: the echo is the
+    /// client's own stream, not the pushed one, so every connection
+    /// mismatches at the id (bit 63 is the push mark).
+    #[test]
+    fn push_client_rejects_an_echo() {
+        let mut scfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        scfg.max_conns = Some(3);
+        scfg.deadline = Duration::from_secs(30);
+        let server = Server::bind(scfg).unwrap();
+        let addr = server.local_addr();
+        let srv = std::thread::spawn(move || server.run().unwrap());
+        let mut cfg = ClientConfig::new(addr, 3, 2_000, Duration::from_millis(300));
+        cfg.server_push = true;
+        cfg.drain_timeout = Duration::from_secs(2);
+        let r = run_client(&cfg).unwrap();
+        let _ = srv.join().unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.mismatched, 3, "{}", r.summary());
+        for c in &r.connections {
+            assert_eq!(c.mismatch_at, Some(7), "{c:?}");
+        }
     }
 
     /// A server that resets every connection mid-stream: the client must

@@ -8,6 +8,9 @@
 //!     --rate-per-conn 8000 --duration 20s --control ctl --json
 //! ```
 //!
+//! With `server --push 5ms [--push-rate B]` the server sends its own paced
+//! stream instead of the echo; the client then needs `--server-push`.
+//!
 //! The client's sending phase ends after `--duration` or when the control
 //! file contains `stop` (or on SIGTERM/SIGINT); then every connection
 //! half-closes and waits for its whole echo and the server's FIN. Exit
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tandem_netns::streams::{run_client, ClientConfig, Server, ServerConfig};
+use tandem_netns::streams::{run_client, ClientConfig, Push, Server, ServerConfig};
 
 #[derive(Parser)]
 #[command(about = "Paced, verified, echoed TCP streams for connection-survival tests")]
@@ -48,6 +51,13 @@ enum Mode {
         /// Hard limit on the run.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
         deadline: Duration,
+        /// Push the server's own stream, one write per connection this
+        /// often, instead of echoing (clients need `--server-push`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        push: Option<Duration>,
+        /// Pushed pattern bytes per second per connection.
+        #[arg(long, default_value_t = 2000)]
+        push_rate: u64,
         /// Write the JSON report here at exit.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -89,6 +99,10 @@ enum Mode {
         /// Hard limit on the whole run (default: derived from the others).
         #[arg(long, value_parser = humantime::parse_duration)]
         deadline: Option<Duration>,
+        /// The server pushes its own stream (`server --push`): verify that
+        /// instead of an echo.
+        #[arg(long)]
+        server_push: bool,
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -113,10 +127,20 @@ fn main() -> ExitCode {
             max_conns,
             backlog,
             deadline,
+            push,
+            push_rate,
             report,
             json,
         } => {
+            if push.is_some_and(|p| p.is_zero()) {
+                eprintln!("tcp-streams server: --push must be positive");
+                return ExitCode::from(2);
+            }
             let mut cfg = ServerConfig::new(listen);
+            cfg.push = push.map(|interval| Push {
+                interval,
+                rate: push_rate,
+            });
             cfg.max_conns = max_conns;
             cfg.backlog = backlog;
             cfg.deadline = deadline;
@@ -153,6 +177,7 @@ fn main() -> ExitCode {
             connect_timeout,
             drain_timeout,
             deadline,
+            server_push,
             report,
             json,
         } => {
@@ -166,6 +191,7 @@ fn main() -> ExitCode {
             cfg.connect_timeout = connect_timeout;
             cfg.drain_timeout = drain_timeout;
             cfg.deadline = deadline;
+            cfg.server_push = server_push;
             match run_client(&cfg) {
                 Ok(r) => {
                     let text = r.summary();
