@@ -32,7 +32,9 @@
 //!   both cases `drop_mtu`.
 //!   Next hop never resolved: the held frames are freed (`drop_arp_unresolved`)
 //!   and each gets ICMP host unreachable (quoting the header with its TTL
-//!   restored to the received value).
+//!   restored to the received value; a frame the stateful stage translated
+//!   gets its error translated back as related traffic, so it reaches the
+//!   real sender and quotes what that sender sent).
 //! * Directed broadcasts of connected subnets are not forwarded (RFC 2644)
 //!   and neither are martians (RFC 1812 5.3.7); both count `drop_martian`.
 //!
@@ -779,6 +781,7 @@ impl Forwarder {
     ) {
         let local = &mut self.local;
         let forwarding = self.role == Role::Forwarding;
+        let mut stateful = self.stateful.as_deref_mut();
         self.arp.poll(now, |ev| match ev {
             ArpEvent::Request { port, ip, mac } => {
                 local.send_arp(backend, out, port, mac.unwrap_or(BROADCAST), ip, false);
@@ -788,19 +791,50 @@ impl Forwarder {
                 local.counters.drop_not_active += 1;
                 backend.free(frame);
             }
-            ArpEvent::Unresolved { frame, rx_port, .. } => {
+            ArpEvent::Unresolved {
+                frame,
+                rx_port,
+                port,
+                ..
+            } => {
                 local.counters.drop_arp_unresolved += 1;
                 let action = {
                     let buf = backend.frame_mut(frame);
                     let len = (frame.len as usize).min(buf.len());
-                    local.icmp_error(
+                    let action = local.icmp_error(
                         now,
                         rx_port,
                         buf,
                         len,
                         IcmpError::DstUnreachable(DstUnreachable::HOST_UNREACHABLE, 0),
                         true,
-                    )
+                    );
+                    // The held frame may have been translated already: its
+                    // error is then related to the connection and goes through
+                    // the stateful stage like one from a host behind `port`,
+                    // which translates it back (to the real sender, quoting
+                    // what it sent; no inside address leaves on the outside).
+                    match (action, stateful.as_deref_mut()) {
+                        (
+                            Action::Tx {
+                                port: out_port,
+                                len,
+                            },
+                            Some(st),
+                        ) => {
+                            let ip = &mut buf[ETH_LEN..len];
+                            let lk = st.lookup(now, port, ip);
+                            if lk.is_related() && st.commit(now, lk, out_port, ip).is_err() {
+                                Action::Drop
+                            } else {
+                                Action::Tx {
+                                    port: out_port,
+                                    len,
+                                }
+                            }
+                        }
+                        (action, _) => action,
+                    }
                 };
                 match action {
                     Action::Tx { port, len } => out.push(

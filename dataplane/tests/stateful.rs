@@ -775,3 +775,66 @@ fn icmp_error_to_the_pat_interface_address_reaches_the_inside_host() {
     let out = a.rx(0, &[e]);
     assert!(out[0].is_empty() && out[1].is_empty());
 }
+
+/// A PAT'ed SYN whose next hop never answers ARP: the ICMP host unreachable
+/// tandem sends about it is related to the connection and translated back,
+/// so it reaches the inside host (not the unit's own PAT address) and quotes
+/// the segment as that host sent it (real address and port).
+#[test]
+fn host_unreachable_about_a_pat_frame_reaches_the_real_sender() {
+    const NOBODY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+    let cfg = state_config(1024);
+    let mut a = Unit::new(&cfg, active_config(), Role::Forwarding);
+    learn_neighbours(&mut a);
+    let syn = tcp(
+        S_MAC,
+        IN_MAC,
+        (S_IP, S_PORT),
+        (NOBODY, C_PORT),
+        1000,
+        "S",
+        0,
+        &[],
+    );
+    let out = a.rx(1, std::slice::from_ref(&syn));
+    assert!(
+        out[1].is_empty() && out[0].len() == 1,
+        "an ARP request goes out"
+    );
+    let mut errors = Vec::new();
+    for _ in 0..10 {
+        let out = a.step(Duration::from_secs(1));
+        errors.extend(out[1].iter().cloned());
+        if !errors.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(a.counters().drop_arp_unresolved, 1);
+    assert_eq!(errors.len(), 1, "one ICMP error to the inside");
+    let (eth, ip, body) = parse_ipv4(&errors[0]);
+    assert_eq!((eth.source, eth.destination), (IN_MAC, S_MAC));
+    assert_eq!(
+        Ipv4Addr::from(ip.destination),
+        S_IP,
+        "to the real sender, not the PAT address"
+    );
+    assert_eq!(
+        ip.calc_header_checksum(),
+        ip.header_checksum,
+        "IPv4 checksum"
+    );
+    assert_eq!(
+        Ipv4Addr::from(ip.source),
+        IN_IP,
+        "from the unit's address on the host's side"
+    );
+    let (ty, code, _, quote) = parse_icmp(&body);
+    assert_eq!((ty, code), (3, 1), "host unreachable");
+    // The quote is the SYN as the host sent it (TTL as received).
+    assert_eq!(
+        &quote[..28],
+        &syn[14..42],
+        "quoted header and ports as sent"
+    );
+    assert_eq!(a.counters().icmp_error_related, 1);
+}
