@@ -838,3 +838,72 @@ fn host_unreachable_about_a_pat_frame_reaches_the_real_sender() {
     );
     assert_eq!(a.counters().icmp_error_related, 1);
 }
+
+/// The inbound case: a SYN de-NATed by a static rule to an inside host that
+/// never answers ARP. The host unreachable goes back to the outside client
+/// quoting the SYN as the client sent it (the mapped address): the real
+/// inside address never leaves on the outside.
+#[test]
+fn host_unreachable_about_a_static_nat_frame_quotes_the_mapped_address() {
+    use tandem_state::{AccessRule, Action as Rule, NatRule, Prefix, RuleProto};
+    const REAL: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 77);
+    const MAPPED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 77);
+    let mut cfg = state_config(1024);
+    let st = cfg.state.as_mut().unwrap();
+    st.nat.push(NatRule::Static {
+        real_if: 1,
+        real: REAL,
+        mapped_if: 0,
+        mapped: MAPPED,
+        port: None,
+    });
+    st.access.push(AccessRule {
+        interface: 0,
+        src: Prefix::ANY,
+        dst: Prefix::new(REAL, 32),
+        proto: RuleProto::Tcp,
+        dst_ports: (443, 443),
+        action: Rule::Permit,
+    });
+    let mut a = Unit::new(&cfg, active_config(), Role::Forwarding);
+    learn_neighbours(&mut a);
+    let syn = tcp(
+        C_MAC,
+        OUT_MAC,
+        (C_IP, 50_000),
+        (MAPPED, 443),
+        1000,
+        "S",
+        0,
+        &[],
+    );
+    let out = a.rx(0, std::slice::from_ref(&syn));
+    assert!(
+        out[0].is_empty() && out[1].len() == 1,
+        "an ARP request goes in"
+    );
+    let mut errors = Vec::new();
+    for _ in 0..10 {
+        let out = a.step(Duration::from_secs(1));
+        errors.extend(out[0].iter().cloned());
+        if !errors.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(errors.len(), 1, "one ICMP error to the outside");
+    let (eth, ip, body) = parse_ipv4(&errors[0]);
+    assert_eq!((eth.source, eth.destination), (OUT_MAC, C_MAC));
+    assert_eq!(Ipv4Addr::from(ip.destination), C_IP);
+    assert_eq!(
+        ip.calc_header_checksum(),
+        ip.header_checksum,
+        "IPv4 checksum"
+    );
+    let (ty, code, _, quote) = parse_icmp(&body);
+    assert_eq!((ty, code), (3, 1), "host unreachable");
+    assert_eq!(&quote[..28], &syn[14..42], "quoted as the client sent it");
+    assert!(
+        !errors[0].windows(4).any(|w| w == REAL.octets()),
+        "the real address does not leave on the outside"
+    );
+}
