@@ -303,6 +303,9 @@ pub struct ReplicationLink {
     /// frames are not sent (the Sender still holds them), as if the state
     /// link lost them. PLATFORM.md: this kernel has no netem.
     drop_tx: Arc<AtomicU64>,
+    /// How long a received frame may wait for a worker buffer, ns
+    /// ([`PARK_MAX`] unless a test lengthens it).
+    park_max_ns: Arc<AtomicU64>,
 }
 
 impl Default for ReplicationLink {
@@ -315,6 +318,7 @@ impl Default for ReplicationLink {
             mate_ready: Arc::new(AtomicBool::new(false)),
             status: Arc::new(Mutex::new(ReplicationStatus::default())),
             drop_tx: Arc::new(AtomicU64::new(0)),
+            park_max_ns: Arc::new(AtomicU64::new(PARK_MAX.as_nanos() as u64)),
         }
     }
 }
@@ -341,6 +345,17 @@ impl ReplicationLink {
     /// `n` data frames (retransmissions are sent).
     pub fn inject_tx_loss(&self, n: u64) {
         self.drop_tx.store(n, Ordering::Release);
+    }
+
+    /// For tests: how long a received frame may wait for a worker buffer
+    /// before it is dropped (default [`PARK_MAX`]). A test whose thread may
+    /// be descheduled longer than that under load sets more, so a drop
+    /// cannot come from its own scheduling.
+    pub fn set_park_max(&self, d: Duration) {
+        self.park_max_ns.store(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Ask for a bulk sync of every stream (standby).
@@ -667,7 +682,8 @@ impl Repl {
         }
         if let Some((range, since)) = self.parked.take() {
             if !self.offer(now_ns, range.clone()) {
-                if now.saturating_sub(since) < PARK_MAX {
+                let park_max = Duration::from_nanos(self.link.park_max_ns.load(Ordering::Relaxed));
+                if now.saturating_sub(since) < park_max {
                     self.parked = Some((range, since));
                 } else {
                     // The worker is stuck: give up on this frame (its gap
@@ -1282,6 +1298,10 @@ mod tests {
         ) else {
             return;
         };
+        // The frame waits as long as the test holds the buffers: a test
+        // thread descheduled past PARK_MAX under CI load must not turn into
+        // a drop (and a gap that then asks for a bulk sync nobody serves).
+        p.b.link().set_park_max(Duration::from_secs(30));
         wait_for("a bulk sync request", || {
             !p.ta.bulks.lock().unwrap().is_empty()
         });
