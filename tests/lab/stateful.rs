@@ -547,8 +547,10 @@ fn state_link_cut_marks_state_stale_without_failover_and_resyncs_when_restored()
             .ip(&["link", "set", "st0", "down"])
             .expect("cut the state link");
         let stale = wait_until(Instant::now() + SETTLE, || {
+            // The replication block's flag (the JSON also has a
+            // `stale_events` counter, so a bare "stale" would always match).
             let v = b.ctl_json(&["show", "failover"]);
-            v.to_string().contains("stale")
+            v.to_string().contains("\"stale\":true")
         });
         assert!(
             stale.is_ok(),
@@ -598,6 +600,15 @@ fn state_link_cut_marks_state_stale_without_failover_and_resyncs_when_restored()
             &b,
             (first + second) as u64,
             "B after the state link returned",
+        );
+        let fresh = wait_until(Instant::now() + SETTLE, || {
+            let v = b.ctl_json(&["show", "failover"]);
+            v.to_string().contains("\"stale\":false")
+        });
+        assert!(
+            fresh.is_ok(),
+            "B's state still stale after the link returned\n{}",
+            b.ctl(&["show", "failover"])
         );
 
         // And they survive a failover to B.
