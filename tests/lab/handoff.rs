@@ -44,39 +44,10 @@ use tandem_io::Backend;
 use tandem_netns::daemon::{log_dir, wait_until};
 use tandem_netns::streams::{run_client, ClientConfig, Server, ServerConfig};
 use tandem_netns::topology::addr;
-use tandem_netns::{have_privileges, ip, Netns};
+use tandem_netns::{have_privileges, veth_with_queues, Netns};
 
 const TCP_PORT: u16 = 5001;
 const CONNS: usize = 200;
-
-/// A veth pair with two queues each way on both ends.
-fn veth2(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
-    ip(&[
-        "link",
-        "add",
-        a_if,
-        "netns",
-        a.name(),
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_if,
-        "netns",
-        b.name(),
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-    ])
-    .expect("veth with 2 queues");
-    a.ip(&["link", "set", a_if, "up"]).expect("up");
-    b.ip(&["link", "set", b_if, "up"]).expect("up");
-}
 
 fn host(ns: &Netns, dev: &str, a: std::net::Ipv4Addr, gw: std::net::Ipv4Addr) {
     ns.ip(&["addr", "add", &addr::cidr(a), "dev", dev])
@@ -138,8 +109,8 @@ fn run(backend: Kind) {
     let client = Netns::new("client").expect("ns");
     let unit_ns = Netns::new("unit").expect("ns");
     let server_ns = Netns::new("server").expect("ns");
-    veth2(&client, "c0", &unit_ns, "out0");
-    veth2(&unit_ns, "in0", &server_ns, "s0");
+    veth_with_queues(&client, "c0", &unit_ns, "out0", 2).expect("veth with 2 queues");
+    veth_with_queues(&unit_ns, "in0", &server_ns, "s0", 2).expect("veth with 2 queues");
     host(&client, "c0", addr::OUTSIDE_CLIENT, addr::OUTSIDE_UNIT);
     host(&server_ns, "s0", addr::INSIDE_SERVER, addr::INSIDE_UNIT);
 

@@ -249,12 +249,29 @@ impl Drop for NetnsGuard {
 
 /// Create a veth pair with one end in each namespace, both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), LabError> {
+    veth_with_queues(a, a_if, b, b_if, 1)
+}
+
+/// [`veth`] with `queues` receive and transmit queues on both ends (several
+/// workers, each serving its own queue).
+pub fn veth_with_queues(
+    a: &Netns,
+    a_if: &str,
+    b: &Netns,
+    b_if: &str,
+    queues: u32,
+) -> Result<(), LabError> {
+    let q = queues.to_string();
     ip(&[
         "link",
         "add",
         a_if,
         "netns",
         a.name(),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
         "type",
         "veth",
         "peer",
@@ -262,6 +279,10 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), LabError
         b_if,
         "netns",
         b.name(),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
     ])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
