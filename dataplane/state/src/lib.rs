@@ -33,8 +33,8 @@
 //!
 //! # ICMP errors (related traffic)
 //!
-//! Destination unreachable (fragmentation-needed included), time exceeded and parameter problem
-//! quoting a TCP, UDP or ICMP echo packet are looked up by the quoted packet: it is one the
+//! Destination unreachable (fragmentation-needed included), source quench, redirect, time
+//! exceeded and parameter problem (the error types Linux conntrack relates) quoting a TCP, UDP or ICMP echo packet are looked up by the quoted packet: it is one the
 //! connection sent, so the error travels as a packet of the opposite direction would, and
 //! [`steer`] hashes the quoted tuple, landing the error on the connection's worker. The error
 //! passes only when that connection exists and the error is addressed to the quoted packet's
@@ -69,7 +69,8 @@
 //!   check per packet (security levels / access rules, both directions), untranslated, and are not
 //!   replicated (seeds 004: "Other types of IP protocols ... get established on the new active
 //!   unit when a new packet arrives"). ICMP errors about such packets are handled the same way.
-//! * ICMP source quench and redirect are not translated (untracked, stateless policy).
+//! * A redirect's gateway address (its second header word) is not translated: it names a router
+//!   on the sender's own segment, which NAT does not map (Linux does not translate it either).
 //! * TCP sequence numbers are not window-checked (RST included): the state machine follows flags.
 //! * PAT mappings are endpoint-independent within a shard. With several shards, a real endpoint
 //!   that already has a mapping and opens a connection whose return tuple would steer to another
@@ -193,7 +194,8 @@ pub enum DropReason {
     PatSteerConflict,
     /// The new connection's return tuple is already used by another connection.
     TupleConflict,
-    /// An ICMP error (destination unreachable, time exceeded, parameter problem) whose embedded
+    /// An ICMP error (destination unreachable, source quench, redirect, time exceeded, parameter
+    /// problem) whose embedded
     /// packet belongs to no connection, is itself neither TCP, UDP nor an ICMP echo of a tracked
     /// flow, or is not addressed to the sender of the embedded packet.
     IcmpErrorUnrelated,

@@ -91,9 +91,13 @@ pub(crate) struct Parsed {
     pub(crate) icmp_error: bool,
 }
 
-/// ICMP message types that carry an embedded datagram and are translated as related traffic.
-/// Source quench and redirect are not (deprecated / never forwarded across a NAT boundary).
+/// ICMP message types that carry an embedded datagram and are translated as related traffic:
+/// the five error types Linux conntrack relates too. Source quench (deprecated, RFC 6633) and
+/// redirect are rare, but left untracked they would pass the stateless policy untranslated and
+/// show the outside a real inside address in their quote.
 const ICMP_DST_UNREACHABLE: u8 = 3;
+const ICMP_SOURCE_QUENCH: u8 = 4;
+const ICMP_REDIRECT: u8 = 5;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_PARAM_PROBLEM: u8 = 12;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -220,16 +224,15 @@ pub(crate) fn parse(ip: &[u8]) -> Result<Parsed, DropReason> {
                     p.icmp_request = true;
                 }
                 ICMP_ECHO_REPLY => p.key.dport = be(4),
-                ICMP_DST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAM_PROBLEM => {
-                    match embedded(l4)? {
-                        Some(e) => {
-                            p.key = e.key.reverse();
-                            p.icmp_request = e.request;
-                            p.icmp_error = true;
-                        }
-                        None => p.tracked = false,
+                ICMP_DST_UNREACHABLE | ICMP_SOURCE_QUENCH | ICMP_REDIRECT | ICMP_TIME_EXCEEDED
+                | ICMP_PARAM_PROBLEM => match embedded(l4)? {
+                    Some(e) => {
+                        p.key = e.key.reverse();
+                        p.icmp_request = e.request;
+                        p.icmp_error = true;
                     }
-                }
+                    None => p.tracked = false,
+                },
                 _ => p.tracked = false,
             }
         }

@@ -479,3 +479,51 @@ fn errors_about_untracked_protocols_stay_untracked() {
     assert!(s.commit(0, lk, OUTSIDE, &mut e, &mut NullSink).is_ok());
     assert_eq!(e, before);
 }
+
+#[test]
+fn source_quench_and_redirect_are_related_and_translated() {
+    let cfg = config();
+    let mut s = shard(&cfg);
+    let (sent, out) = pat_udp(&mut s, 0, 40010);
+    // Source quench (type 4, RFC 6633 deprecates it but Linux relates it): from the server.
+    let mut e = icmp_error(SERVER, PAT_ADDR, 4, 0, [0; 4], &out);
+    assert_eq!(pass_error(&mut s, 0, OUTSIDE, &mut e), Ok(HOST));
+    assert_eq!((e[20], e[21]), (4, 0));
+    assert!(error_checksums_ok(&e));
+    assert_eq!(embedded(&e), &sent[..]);
+    // Redirect (type 5, code 1: for the host) from a router, naming a gateway in its second
+    // header word: the quote is translated, the gateway is not (it is on the router's segment).
+    let gw = Ipv4Addr::new(198, 19, 0, 253);
+    let mut e = icmp_error(ROUTER, PAT_ADDR, 5, 1, gw.octets(), &out);
+    assert_eq!(pass_error(&mut s, 0, OUTSIDE, &mut e), Ok(HOST));
+    assert_eq!((e[20], e[21]), (5, 1));
+    assert_eq!(addr(&e[24..]), gw, "the gateway address is kept");
+    assert!(error_checksums_ok(&e));
+    assert_eq!(embedded(&e), &sent[..]);
+    let c = s.counters();
+    assert_eq!(c.icmp_error_related, 2);
+    assert_eq!(c.conns, 1, "errors create no connection");
+}
+
+#[test]
+fn source_quench_from_behind_static_nat_does_not_show_the_real_address() {
+    let cfg = static_nat_cfg();
+    let mut s = shard(&cfg);
+    let sent = udp(SERVER, 5001, DMZ_MAPPED, 53, true);
+    let mut inbound = sent.clone();
+    pass(&mut s, 0, OUTSIDE, &mut inbound, lab_route, &mut NullSink).unwrap();
+    assert_eq!(tuple(&inbound), (SERVER, 5001, DMZ_REAL, 53));
+    // Untracked, it would go out from the more secure side as it is, quoting DMZ_REAL.
+    let mut e = icmp_error(DMZ_REAL, SERVER, 4, 0, [0; 4], &inbound);
+    assert_eq!(pass_error(&mut s, 0, DMZ, &mut e), Ok(SERVER));
+    assert_eq!(addr(&e[12..]), DMZ_MAPPED);
+    assert!(error_checksums_ok(&e));
+    assert_eq!(embedded(&e), &sent[..]);
+    // A quench about nothing tracked is dropped like any unrelated error.
+    let other = udp(SERVER, 5002, DMZ_REAL, 53, true);
+    let mut e = icmp_error(DMZ_REAL, SERVER, 4, 0, [0; 4], &other);
+    assert_eq!(
+        pass_error(&mut s, 0, DMZ, &mut e),
+        Err(DropReason::IcmpErrorUnrelated)
+    );
+}
