@@ -17,6 +17,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -109,6 +110,100 @@ fn wait_conns_for(u: &Unit, n: u64, what: &str, within: Duration) {
             conn_count(u),
             u.ctl(&["show", "failover"]),
             u.log_tail()
+        );
+    }
+}
+
+/// The replicated tables of `u` as comparable keys: each connection's
+/// tuple with its translation, and each PAT xlate (`show conn` / `show xlate`).
+fn table_keys(u: &Unit) -> (BTreeSet<String>, BTreeSet<String>) {
+    let key = |v: &serde_json::Value, fields: &[&str]| {
+        fields
+            .iter()
+            .map(|f| v[*f].to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let conns = u.ctl_json(&["show", "conn"])["conns"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    key(
+                        c,
+                        &[
+                            "proto",
+                            "src",
+                            "sport",
+                            "dst",
+                            "dport",
+                            "xlated_src",
+                            "xlated_sport",
+                        ],
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let xlates = u.ctl_json(&["show", "xlate"])["xlates"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| key(x, &["proto", "real", "real_port", "mapped", "mapped_port"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    (conns, xlates)
+}
+
+/// Wait until `u`, a standby, reports its replicated state complete: every
+/// stream bulk-synced in the active's epoch and nothing asked for since
+/// (`show failover`: replication ready). A connection count alone is reached
+/// while a resync's bulk sync still runs, with some connections in the
+/// state of the frames that came before it (a kill then stalled them).
+fn wait_ready(u: &Unit, what: &str) {
+    let ok = wait_until(Instant::now() + SETTLE, || {
+        u.ctl_json(&["show", "failover"])["replication"]["ready"] == serde_json::Value::Bool(true)
+    });
+    if ok.is_err() {
+        panic!(
+            "{what}: {} never reported its replicated state ready\n{}\n{}",
+            u.daemon.name(),
+            u.ctl(&["show", "failover"]),
+            u.log_tail()
+        );
+    }
+}
+
+/// Wait until the standby is ready and holds every connection and xlate the
+/// active holds, with the same translation and TCP state: what a failover
+/// needs. Counting connections alone would miss a connection whose xlate or
+/// last state change had not arrived.
+fn wait_tables_replicated(active: &Unit, standby: &Unit, what: &str) {
+    wait_ready(standby, what);
+    let missing = || {
+        let (ac, ax) = table_keys(active);
+        let (sc, sx) = table_keys(standby);
+        let c: Vec<_> = ac.difference(&sc).cloned().collect();
+        let x: Vec<_> = ax.difference(&sx).cloned().collect();
+        (c, x)
+    };
+    let ok = wait_until(Instant::now() + SETTLE, || {
+        let (c, x) = missing();
+        c.is_empty() && x.is_empty()
+    });
+    if ok.is_err() {
+        let (c, x) = missing();
+        panic!(
+            "{what}: {} lacks {} of the active's connections and {} of its xlates\n\
+             connections: {c:?}\nxlates: {x:?}\n{}\n{}\n{}\n{}",
+            standby.daemon.name(),
+            c.len(),
+            x.len(),
+            standby.ctl(&["show", "failover"]),
+            standby.ctl(&["show", "counters"]),
+            active.ctl(&["show", "failover"]),
+            standby.log_tail()
         );
     }
 }
@@ -215,6 +310,17 @@ impl UdpFlow {
 }
 
 /// TCP streams client → server, started and stopped by the test.
+/// Sets its flags when dropped (also while a panic unwinds).
+struct StopOnDrop(Vec<Arc<AtomicBool>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 struct Streams {
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
@@ -326,6 +432,7 @@ fn pat_connections_survive_sigkill_and_failover_back_and_forth() {
         udp.wait_flowing(50, "before any failover");
         // Every connection is on the standby before the active dies.
         wait_conns(&b, n as u64, "B before the kill");
+        wait_tables_replicated(&a, &b, "B before the kill");
         let per_second = n as u64 * RATE_PER_CONN;
 
         println!(
@@ -493,6 +600,7 @@ fn late_standby_gets_100k_connections_by_bulk_sync_and_takes_over_with_them() {
             "A lost the active role when B joined"
         );
         wait_conns_for(&b, total, "B after its bulk sync", Duration::from_secs(90));
+        wait_ready(&b, "B after its bulk sync");
         println!(
             "bulk sync: B holds {} connections {:.1} s after it was started",
             conn_count(&b),
@@ -572,9 +680,14 @@ fn state_link_cut_marks_state_stale_without_failover_and_resyncs_when_restored()
         let srv2 = s.spawn(move || server2.run().expect("second server"));
         let p2 = Arc::new(Progress::default());
         let stop2 = Arc::new(AtomicBool::new(false));
+        // A failing assertion stops the second batch too, so it surfaces at
+        // once instead of after the client's deadline.
+        let _stop_on_panic = StopOnDrop(vec![Arc::clone(&stop2), Arc::clone(&server2_stop)]);
         let mut cfg = ClientConfig::new(listen, second, RATE_PER_CONN, Duration::from_secs(600));
         cfg.write_interval = WRITE_INTERVAL;
         cfg.first_id = 10_000;
+        // As the first batch: SYN retransmissions come after 1, 3 and 7 s.
+        cfg.connect_timeout = Duration::from_secs(15);
         cfg.deadline = Some(Duration::from_secs(180));
         cfg.stop = Some(Arc::clone(&stop2));
         cfg.progress = Some(Arc::clone(&p2));
@@ -587,7 +700,16 @@ fn state_link_cut_marks_state_stale_without_failover_and_resyncs_when_restored()
         let ok = wait_until(Instant::now() + SETTLE, || {
             p2.established.load(Ordering::Relaxed) >= second
         });
-        assert!(ok.is_ok(), "second batch never established");
+        if ok.is_err() {
+            panic!(
+                "second batch never established: {} of {second} established, {} ended\n{}\n{}\n{}",
+                p2.established.load(Ordering::Relaxed),
+                p2.ended.load(Ordering::Relaxed),
+                a.ctl(&["show", "counters"]),
+                a.ctl(&["show", "failover"]),
+                a.log_tail()
+            );
+        }
         // No failover from the cut.
         assert_eq!(state(&a).0, "Active");
         assert_eq!(state(&b).0, "Standby Ready");
@@ -610,6 +732,7 @@ fn state_link_cut_marks_state_stale_without_failover_and_resyncs_when_restored()
             "B's state still stale after the link returned\n{}",
             b.ctl(&["show", "failover"])
         );
+        wait_tables_replicated(&a, &b, "B after the resync");
 
         // And they survive a failover to B.
         a.daemon.signal(libc::SIGKILL).expect("kill A");

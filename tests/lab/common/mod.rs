@@ -60,7 +60,11 @@ impl Unit {
         if ready.is_err() || !unit.daemon.is_running() {
             return Err(LabError::Command {
                 cmd: format!("tandemd -c {}", unit.config.display()),
-                stderr: format!("did not become ready:\n{}", unit.daemon.log_tail(40)),
+                stderr: format!(
+                    "did not become ready:\n{}\n{}",
+                    unit.daemon.log_tail(40),
+                    unit.daemon.thread_dump()
+                ),
             });
         }
         Ok(unit)

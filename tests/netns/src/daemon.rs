@@ -112,6 +112,50 @@ impl Daemon {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Where each thread of the running process is, for a test that found
+    /// it stuck: name, state and kernel wait channel of every thread, and
+    /// their user-space stacks when gdb is installed (bounded: 20 s).
+    pub fn thread_dump(&self) -> String {
+        let pid = self.pid();
+        let mut out = String::new();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+        for t in tasks.into_iter().flatten().flatten() {
+            let read = |f: &str| {
+                std::fs::read_to_string(t.path().join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let state = read("status")
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or_default()
+                .to_string();
+            out.push_str(&format!(
+                "thread {} {:?} {state} wchan={}\n",
+                t.file_name().to_string_lossy(),
+                read("comm"),
+                read("wchan")
+            ));
+        }
+        let gdb = Command::new("timeout")
+            .args(["20", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+            .args(["-ex", "thread apply all bt 16"])
+            .stdin(Stdio::null())
+            .output();
+        if let Ok(o) = gdb {
+            let text = String::from_utf8_lossy(&o.stdout);
+            for l in text
+                .lines()
+                .filter(|l| l.starts_with('#') || l.starts_with("Thread"))
+            {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// The exit status if the process has exited (reaping it).
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, LabError> {
         if self.status.is_none() {
