@@ -21,6 +21,12 @@
 //! xdp_mode = "auto"               # auto | native | generic (AF_XDP only)
 //! zero_copy = "auto"              # auto | required | off (AF_XDP only; veth is copy mode)
 //! control_socket = "/run/tandem/gw1.sock"   # default /run/tandem/<name>.sock; ≤ 107 bytes
+//! realtime_priority = 0           # 0..=99; > 0 runs the workers and the replication thread at
+//!                                 #   SCHED_FIFO this priority (needs CAP_SYS_NICE; refused with
+//!                                 #   a busy_poll profile); 0/absent: time-sharing
+//! cpu_latency_us = 0              # optional, 0..=1000000; holds a PM QoS CPU wake-up latency
+//!                                 #   request (/dev/cpu_dma_latency) while tandemd runs; 0: idle
+//!                                 #   CPUs poll instead of halting. Absent: no request
 //!
 //! [[interface]]                   # one per data interface, at most the profile's interfaces.max
 //! name = "outside"                # required; the seeds' nameif, unique
@@ -161,6 +167,13 @@ pub struct UnitSection {
     /// see [`crate::stateful_config`]).
     #[serde(default)]
     pub stateful: Option<bool>,
+    /// SCHED_FIFO priority of the packet threads, 0..=99 (u32 for a range
+    /// message); 0 or absent: time-sharing.
+    #[serde(default)]
+    pub realtime_priority: Option<u32>,
+    /// PM QoS CPU wake-up latency held while running, µs.
+    #[serde(default)]
+    pub cpu_latency_us: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -246,7 +259,18 @@ pub struct Unit {
     pub xdp_mode: XdpModeChoice,
     pub zero_copy: ZeroCopyChoice,
     pub control_socket: PathBuf,
+    /// SCHED_FIFO priority of the workers and the replication thread
+    /// (1..=[`MAX_REALTIME_PRIORITY`]); 0: time-sharing, as before.
+    pub realtime_priority: u8,
+    /// PM QoS CPU wake-up latency request held while tandemd runs, µs.
+    pub cpu_latency_us: Option<u32>,
 }
+
+/// Highest `unit.realtime_priority` (Linux SCHED_FIFO priorities are 1..=99).
+pub const MAX_REALTIME_PRIORITY: u32 = 99;
+
+/// Highest `unit.cpu_latency_us` (1 s; beyond it the request means nothing).
+pub const MAX_CPU_LATENCY_US: u32 = 1_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
@@ -424,6 +448,22 @@ impl ConfigFile {
             .as_ref()
             .and_then(|f| f.validate(profile, &devices, &mut p));
         let stateful = crate::stateful_config::validate(self, profile, &mut p);
+        if unit.realtime_priority > 0 && profile.run.idle == crate::profile::Idle::BusyPoll {
+            // A busy-polling worker never blocks: at SCHED_FIFO it would keep
+            // its core from the kernel's own threads, and RT throttling
+            // (sched_rt_runtime_us) would then stall it for the rest of
+            // every period.
+            p.push(
+                "unit.realtime_priority",
+                format!(
+                    "{} needs workers that block when idle, but profile {} has run.idle = \
+                     \"busy_poll\" (a busy-polling worker at SCHED_FIFO never gives its core \
+                     back); use 0 or a spin_then_block profile",
+                    unit.realtime_priority,
+                    profile.name()
+                ),
+            );
+        }
         p.into_result(UnitConfig {
             unit,
             interfaces: interfaces.into_iter().flatten().collect(),
@@ -467,6 +507,23 @@ impl ConfigFile {
                 ),
             );
         }
+        let realtime_priority = u.realtime_priority.unwrap_or(0);
+        in_range(
+            p,
+            "unit.realtime_priority",
+            u64::from(realtime_priority),
+            0,
+            u64::from(MAX_REALTIME_PRIORITY),
+        );
+        if let Some(us) = u.cpu_latency_us {
+            in_range(
+                p,
+                "unit.cpu_latency_us",
+                u64::from(us),
+                0,
+                u64::from(MAX_CPU_LATENCY_US),
+            );
+        }
         Unit {
             name: u.name.clone(),
             profile: u.profile.clone(),
@@ -474,6 +531,9 @@ impl ConfigFile {
             xdp_mode: u.xdp_mode,
             zero_copy: u.zero_copy,
             control_socket: socket,
+            realtime_priority: u8::try_from(realtime_priority.min(MAX_REALTIME_PRIORITY))
+                .unwrap_or(0),
+            cpu_latency_us: u.cpu_latency_us,
         }
     }
 
@@ -1074,6 +1134,77 @@ interface = "inside"
         assert_eq!(
             parse_prefix("0.0.0.0/0").unwrap(),
             (Ipv4Addr::UNSPECIFIED, 0)
+        );
+    }
+
+    fn with_unit_keys(keys: &str) -> String {
+        GOOD.replacen(
+            "profile = \"lab\"",
+            &format!("profile = \"lab\"\n{keys}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn realtime_priority_and_cpu_latency_default_off_and_parse() {
+        let c = validate(GOOD).unwrap();
+        assert_eq!(c.unit.realtime_priority, 0, "absent: time-sharing");
+        assert_eq!(c.unit.cpu_latency_us, None, "absent: no request");
+        let c = validate(&with_unit_keys("realtime_priority = 0")).unwrap();
+        assert_eq!(c.unit.realtime_priority, 0);
+        let c = validate(&with_unit_keys(
+            "realtime_priority = 50\ncpu_latency_us = 0",
+        ))
+        .unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(c.unit.realtime_priority, 50);
+        assert_eq!(c.unit.cpu_latency_us, Some(0));
+        let c = validate(&with_unit_keys(
+            "realtime_priority = 99\ncpu_latency_us = 1000000",
+        ))
+        .unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(c.unit.realtime_priority, 99);
+        assert_eq!(c.unit.cpu_latency_us, Some(1_000_000));
+    }
+
+    #[test]
+    fn realtime_priority_and_cpu_latency_out_of_range_name_their_keys() {
+        let p = validate(&with_unit_keys(
+            "realtime_priority = 100\ncpu_latency_us = 1000001",
+        ))
+        .expect_err("out of range");
+        let text = p.to_string();
+        assert!(
+            text.contains("unit.realtime_priority: 100 is out of range 0..=99"),
+            "{text}"
+        );
+        assert!(
+            text.contains("unit.cpu_latency_us: 1000001 is out of range 0..=1000000"),
+            "{text}"
+        );
+        let e = ConfigFile::parse(&with_unit_keys("realtime_priority = -1"), "test.toml")
+            .expect_err("a negative priority is not a u32");
+        assert!(e.to_string().contains("realtime_priority"), "{e}");
+    }
+
+    #[test]
+    fn realtime_priority_is_refused_with_a_busy_poll_profile() {
+        let mut profile = lab();
+        profile.run.idle = crate::profile::Idle::BusyPoll;
+        let file = ConfigFile::parse(&with_unit_keys("realtime_priority = 10"), "test.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = file
+            .validate(&profile)
+            .expect_err("busy_poll + FIFO")
+            .to_string();
+        assert!(
+            text.contains("unit.realtime_priority: 10 needs workers that block when idle"),
+            "{text}"
+        );
+        let off = ConfigFile::parse(&with_unit_keys("realtime_priority = 0"), "test.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            off.validate(&profile).is_ok(),
+            "0 is allowed with busy_poll"
         );
     }
 }

@@ -96,6 +96,27 @@ pub enum DaemonError {
     Failover(#[from] crate::ha::HaError),
     #[error("replication: {0}")]
     Replication(#[from] crate::replication::ReplicationError),
+    /// `unit.realtime_priority` was asked for and not granted: refusing to
+    /// run without it (the operator asked for its latency).
+    #[error(
+        "unit.realtime_priority = {priority}: cannot run the {what} at SCHED_FIFO {priority}: \
+         {source} (needs CAP_SYS_NICE or RLIMIT_RTPRIO >= {priority}; 0 runs time-sharing)"
+    )]
+    Realtime {
+        what: &'static str,
+        priority: u8,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "unit.cpu_latency_us = {us}: cannot hold the CPU wake-up latency request \
+         (/dev/cpu_dma_latency): {source} (needs root; remove the key to run without it)"
+    )]
+    CpuLatency {
+        us: u32,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DaemonError {
@@ -794,6 +815,18 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         memory = %crate::profile::human_bytes(profile.memory_bytes()),
         "hardware profile fits this machine"
     );
+    // Held until tandemd exits (the kernel drops it with the file): idle
+    // CPUs wake within this latency, so a hand-off to a thread on an idle
+    // CPU is not a (virtual) CPU coming out of halt.
+    let _cpu_latency = match cfg.unit.cpu_latency_us {
+        Some(us) => {
+            let r = tandem_io::sched::CpuLatencyRequest::hold(us)
+                .map_err(|source| DaemonError::CpuLatency { us, source })?;
+            tracing::info!(cpu_latency_us = us, "holding a CPU wake-up latency request");
+            Some(r)
+        }
+        None => None,
+    };
     // 4. The control socket, before any interface is touched.
     let handler: Handler = {
         let tx = tx.clone();
@@ -937,6 +970,31 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         }
         _ => None,
     };
+
+    // Real-time packet threads: a wake-up (frame, hand-off) preempts
+    // ordinary work at once. Refused, not ignored, when not granted.
+    let rt = cfg.unit.realtime_priority;
+    if rt > 0 {
+        let refused = |what, source| DaemonError::Realtime {
+            what,
+            priority: rt,
+            source,
+        };
+        dp.set_realtime(rt).map_err(|e| refused("workers", e))?;
+        if let Some(r) = &replication {
+            r.set_realtime(rt)
+                .map_err(|e| refused("replication thread", e))?;
+        }
+        tracing::info!(
+            priority = rt,
+            "workers{} at SCHED_FIFO",
+            if replication.is_some() {
+                " and the replication thread"
+            } else {
+                ""
+            }
+        );
+    }
 
     // 8. Failover: the HA thread (pinned to the management core) owns the
     // state machine and the failover/state link sockets.

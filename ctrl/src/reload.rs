@@ -121,6 +121,15 @@ pub fn plan(old: &UnitConfig, new: &UnitConfig) -> Plan {
     if ou.control_socket != nu.control_socket {
         restart("unit.control_socket", "changed".into());
     }
+    if ou.realtime_priority != nu.realtime_priority {
+        restart(
+            "unit.realtime_priority",
+            format!("{} → {}", ou.realtime_priority, nu.realtime_priority),
+        );
+    }
+    if ou.cpu_latency_us != nu.cpu_latency_us {
+        restart("unit.cpu_latency_us", "changed".into());
+    }
     // [[interface]]: the set, devices, addresses and MACs belong to the data
     // path's and the failover unit's fixed tables; `monitored` is live.
     if old.interfaces.len() != new.interfaces.len() {

@@ -517,6 +517,15 @@ impl ReplicationHandle {
         self.link.clone()
     }
 
+    /// Runs the thread at `SCHED_FIFO` `priority` (0: time-sharing), see
+    /// [`tandem_io::sched`]; it blocks between frames, so it never hogs a core.
+    pub fn set_realtime(&self, priority: u8) -> io::Result<()> {
+        match &self.thread {
+            Some(t) => tandem_io::sched::set_realtime(t, priority),
+            None => Ok(()),
+        }
+    }
+
     /// Stop and join the thread.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);

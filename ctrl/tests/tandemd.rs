@@ -332,6 +332,18 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
         "3 echo requests and 3 replies forwarded, got {fwd}"
     );
 
+    if unit_extra.contains("realtime_priority") {
+        // (policy, priority) of the worker thread, read back from the kernel.
+        let pid = d.child.id();
+        assert_eq!(
+            thread_sched(pid, "tandem-w0"),
+            Some((libc::SCHED_FIFO as u64, 20)),
+            "worker at SCHED_FIFO 20:\n{}",
+            d.log()
+        );
+        assert!(d.log().contains("workers at SCHED_FIFO"), "{}", d.log());
+    }
+
     // Clean shutdown on SIGTERM.
     // By the pid of the child this test spawned.
     Command::new("kill")
@@ -350,6 +362,83 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
         assert!(log.contains("AF_XDP unavailable: "), "{log}");
         assert!(log.contains("; trying io_uring"), "{log}");
     }
+}
+
+/// `(policy, rt_priority)` of process `pid`'s thread named `comm`, from
+/// `/proc/PID/task/TID/stat` (fields 41 and 40, after the command's `)`).
+fn thread_sched(pid: u32, comm: &str) -> Option<(u64, u64)> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for e in dir.flatten() {
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if name.trim() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        // `rest` starts at field 3 (state).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        return Some((f.get(41 - 3)?.parse().ok()?, f.get(40 - 3)?.parse().ok()?));
+    }
+    None
+}
+
+/// `realtime_priority` runs the worker at SCHED_FIFO (and `cpu_latency_us`
+/// is held) while the unit forwards as before.
+#[test]
+fn tandemd_realtime_worker_forwards_at_sched_fifo() {
+    smoke(
+        "tandemd_realtime_worker_forwards_at_sched_fifo",
+        "io_uring",
+        "realtime_priority = 20\ncpu_latency_us = 0",
+        "io_uring",
+    );
+}
+
+/// Asked for SCHED_FIFO and not granted (CAP_SYS_NICE dropped): tandemd
+/// refuses to run, saying why, rather than running time-sharing.
+#[test]
+fn tandemd_refuses_to_start_without_its_realtime_priority() {
+    let test = "tandemd_refuses_to_start_without_its_realtime_priority";
+    if !have_privileges(test) {
+        return;
+    }
+    let client = Netns::new("c").unwrap();
+    let unit = Netns::new("u").unwrap();
+    let server = Netns::new("s").unwrap();
+    veth(&client, "c0", &unit, "out0").unwrap();
+    veth(&unit, "in0", &server, "s0").unwrap();
+    let dir = TempDir::new(test);
+    let sock = dir.path().join("gwtest.sock");
+    let cfg = dir.path().join("gwtest.toml");
+    let text = config(&sock, "io_uring", "out0", "in0").replacen(
+        "profile = \"lab\"",
+        "profile = \"lab\"\nrealtime_priority = 20",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("tandemd.log");
+    let child = unit
+        .cmd("setpriv")
+        .args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"])
+        .arg(env!("CARGO_BIN_EXE_tandemd"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--profile-dir")
+        .arg(profile_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon { child, log };
+    let code = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "tandemd must refuse:\n{}", d.log());
+    assert!(
+        d.log()
+            .contains("unit.realtime_priority = 20: cannot run the workers at SCHED_FIFO 20"),
+        "{}",
+        d.log()
+    );
+    assert!(!sock.exists(), "control socket removed");
 }
 
 #[test]

@@ -742,6 +742,17 @@ impl Dataplane {
             .take()
     }
 
+    /// Runs every worker thread at `SCHED_FIFO` `priority` (0: time-sharing),
+    /// see [`tandem_io::sched`]. Only for workers that block when idle.
+    pub fn set_realtime(&self, priority: u8) -> std::io::Result<()> {
+        for w in &self.workers {
+            if let Some(t) = &w.thread {
+                tandem_io::sched::set_realtime(t, priority)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a bulk sync of worker `stream`'s tables and ARP entries, or of
     /// every worker's with `None` (a standby joined, or asked after a gap it
     /// could not repair). Each worker frames it BULK_BEGIN … BULK_END on

@@ -48,6 +48,17 @@ struct Cli {
     /// Run only these row groups, comma separated: apply, bulk, lag, memory.
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     only: Vec<String>,
+    /// Run each lag row (and the wake-up floor) twice: time-sharing, then
+    /// with the lag path's threads at SCHED_FIFO this priority (1..=99;
+    /// tandemd's `unit.realtime_priority`). Needs CAP_SYS_NICE.
+    #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime_priority: Option<u8>,
+    /// Also run each lag row (and the wake-up floor) holding a PM QoS CPU
+    /// wake-up latency request of this many µs (/dev/cpu_dma_latency; 0:
+    /// idle CPUs poll instead of halting; tandemd's `unit.cpu_latency_us`),
+    /// alone and, with --realtime-priority, together with SCHED_FIFO.
+    #[arg(long, value_name = "US")]
+    cpu_latency_us: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +90,8 @@ fn main() -> ExitCode {
         veth: !cli.no_veth && root,
         rmem: cli.rmem_default,
         only: cli.only.clone(),
+        realtime_priority: cli.realtime_priority,
+        cpu_latency_us: cli.cpu_latency_us,
     };
     let mut rows: Vec<RowReport> = Vec::new();
     let json = cli.json;

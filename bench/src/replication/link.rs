@@ -24,7 +24,10 @@ use tandem_sync::{FrameEncoder, Put, SyncBuf};
 
 use super::fixture;
 use super::inproc::short;
-use super::{mega, BenchError, LinkCounters, RowReport, SchedReport, BAR_BULK, BAR_LAG};
+use super::{
+    fifo_thread, mega, BenchError, FifoGuard, LinkCounters, RowReport, SchedReport, Tuning,
+    BAR_BULK, BAR_LAG,
+};
 
 /// Frame buffers per unit's worker (fewer than the sender's ring, which is 3/4 of the outbound
 /// channel: the pool, not an eviction, is what throttles a bulk sync).
@@ -33,6 +36,12 @@ const BUFFERS: usize = 512;
 const CHANNEL: usize = 1024;
 /// The data path's flush deadline for a partial frame (`SyncSettings::flush`).
 const FLUSH: Duration = Duration::from_micros(100);
+/// Shortest sleep of a `SCHED_FIFO` producer. A time-sharing thread's sleeps are stretched by
+/// its timer slack (50 µs by default) so each wake-up opens a batch; a real-time thread gets no
+/// slack, and at 200 k/s its 5 µs sleeps end before it is switched out: without this floor the
+/// producer never gives its core back (seen: 200 ms slices, the replication thread waiting
+/// 470 ms).
+const FIFO_MIN_SLEEP: Duration = Duration::from_micros(50);
 /// Bound on every wait for the pair (session, bulk request, ready, delivery).
 const SETTLE: Duration = Duration::from_secs(20);
 /// Records per `Shard::bulk` call (one worker batch).
@@ -310,8 +319,12 @@ fn standby_worker(
             let mut in_bulk = false;
             let hard = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::Acquire) && Instant::now() < hard {
-                let Ok(buf) = w.delivered.recv_timeout(Duration::from_millis(5)) else {
-                    continue;
+                let buf = match w.delivered.recv_timeout(Duration::from_millis(5)) {
+                    Ok(buf) => buf,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    // The pair is gone (a failed row): a `continue` here would spin, and at
+                    // SCHED_FIFO hog a core.
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 };
                 let now = fixture::ns_since(epoch);
                 let mut end = false;
@@ -573,15 +586,28 @@ fn loadavg_1m() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Replication lag at `rate` creates per second for `secs`.
-pub fn lag_row(rate: u64, secs: f64, rmem: Option<u64>, say: &mut dyn FnMut(&str)) -> RowReport {
-    let name = row_name(
-        &format!("lag create→applied @ {}/s, veth", short(rate)),
+/// The name of a lag row.
+pub fn lag_row_name(rate: u64, rmem: Option<u64>, t: Tuning) -> String {
+    row_name(
+        &format!("lag create→applied @ {}/s, veth{}", short(rate), t.suffix()),
         rmem,
-    );
+    )
+}
+
+/// Replication lag at `rate` creates per second for `secs`; the lag path's threads tuned as `t`
+/// says (the caller holds its CPU latency request).
+pub fn lag_row(
+    rate: u64,
+    secs: f64,
+    rmem: Option<u64>,
+    t: Tuning,
+    say: &mut dyn FnMut(&str),
+) -> RowReport {
+    let name = lag_row_name(rate, rmem, t);
     say(&format!("{name}: {secs} s"));
-    match lag(rate, secs, rmem) {
-        Ok((h, n, note, link, sched)) => {
+    match lag(rate, secs, rmem, t.fifo) {
+        Ok((h, n, note, link, mut sched)) => {
+            sched.cpu_latency_us = t.cpu_latency_us;
             let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
             let (p50, p99, max) = (us(0.5), us(0.99), h.max() as f64 / 1e3);
             RowReport {
@@ -608,6 +634,7 @@ fn lag(
     rate: u64,
     secs: f64,
     rmem: Option<u64>,
+    prio: u8,
 ) -> Result<(Histogram<u64>, u64, String, LinkCounters, SchedReport), BenchError> {
     let total = ((rate as f64) * secs).round() as u64;
     let total = total.clamp(1, fixture::MAX_CONNS);
@@ -628,6 +655,18 @@ fn lag(
         stop.clone(),
         false,
     );
+    // As tandemd's `realtime_priority` does for its workers and replication thread; the
+    // producer plays the active worker. Restored when the row ends.
+    let _fifo = FifoGuard::new("producer", prio)?;
+    fifo_thread("standby worker", &consumer, prio)?;
+    let fifo = |h: &ReplicationHandle, what: &str| {
+        h.set_realtime(prio)
+            .map_err(|e| BenchError::Setup(format!("{what}: SCHED_FIFO {prio}: {e}")))
+    };
+    if prio > 0 {
+        fifo(&pair.a, "active replication thread")?;
+        fifo(&pair.b, "standby replication thread")?;
+    }
     // Join: the standby asks for a bulk sync of the (empty) table, then is ready.
     pair.bulk_request(SETTLE)?;
     let mut bulk_sink = ChanSink::new(&pair.wa)?;
@@ -640,6 +679,7 @@ fn lag(
     let mut sink = ChanSink::new(&pair.wa)?;
     let flush_ns = FLUSH.as_nanos() as u64;
     let sched0 = sched_snapshot();
+    let cpu0 = super::wakeup::cpu_times();
     let (mut max_oversleep, mut late) = (Duration::ZERO, 0u64);
     let start = Instant::now();
     let mut i = 0u64;
@@ -677,6 +717,9 @@ fn lag(
         // Sleep until the next record is due or the open frame's deadline, whichever is first.
         let next_rec = Duration::from_secs_f64((i + 1) as f64 / rate as f64);
         let mut wait = next_rec.saturating_sub(start.elapsed());
+        if prio > 0 {
+            wait = wait.max(FIFO_MIN_SLEEP);
+        }
         if let Some(o) = sink.enc.opened_at() {
             let left = (o + flush_ns).saturating_sub(fixture::ns_since(epoch));
             wait = wait.min(Duration::from_nanos(left));
@@ -715,11 +758,26 @@ fn lag(
         thread::sleep(Duration::from_millis(5));
     }
     let sched1 = sched_snapshot();
+    let steal_pct = match (cpu0, super::wakeup::cpu_times()) {
+        (Some(a), Some(b)) => {
+            let d: Vec<u64> = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| y.saturating_sub(*x))
+                .collect();
+            let total = d.iter().sum::<u64>().max(1) as f64;
+            100.0 * d.get(7).copied().unwrap_or(0) as f64 / total
+        }
+        _ => 0.0,
+    };
     let sched = SchedReport {
         threads: sched_delta(&sched0, &sched1),
         producer_max_oversleep_us: max_oversleep.as_secs_f64() * 1e6,
         producer_late_wakeups: late,
         loadavg_1m: loadavg_1m(),
+        steal_pct,
+        realtime_priority: prio,
+        cpu_latency_us: None,
     };
     consumer_stop.store(true, Ordering::Release);
     if let Ok(r) = consumer.join() {
@@ -747,13 +805,19 @@ fn lag(
          flushed at {} µs; commit → encoder → repl thread → AES-256-GCM → veth → repl thread \
          → standby worker Shard::apply; {} samples, {mid_bulks} mid-run bulk syncs; {repair}; \
          run-queue wait/on-CPU ms per thread: {}; producer woke up to {:.0} µs late ({} \
-         wake-ups > 500 µs late); load average {:.2}",
+         wake-ups > 500 µs late); load average {:.2}, steal {:.1} %; {}",
         FLUSH.as_micros(),
         a.lag.len(),
         threads.join(", "),
         sched.producer_max_oversleep_us,
         sched.producer_late_wakeups,
         sched.loadavg_1m,
+        sched.steal_pct,
+        if prio == 0 {
+            "threads time-sharing (SCHED_OTHER)".to_string()
+        } else {
+            format!("producer, both repl threads and the standby worker at SCHED_FIFO {prio}")
+        },
     );
     drop(pair);
     Ok((a.lag, total, note, link, sched))

@@ -20,6 +20,7 @@ mod link;
 mod wakeup;
 
 use serde::Serialize;
+use tandem_io::sched::CpuLatencyRequest;
 use tandem_netns::LabError;
 
 pub use fixture::{mapped_addresses, MAX_CONNS};
@@ -51,6 +52,63 @@ pub struct Options {
     pub rmem: Option<u64>,
     /// Run only these groups of rows (`apply`, `bulk`, `lag`, `memory`); empty: all.
     pub only: Vec<String>,
+    /// Also run the lag rows (and their wake-up floor) with the lag path's threads (producer,
+    /// both replication threads, standby worker) at `SCHED_FIFO` this priority, each right after
+    /// its time-sharing twin, as tandemd's `realtime_priority` runs workers and replication.
+    pub realtime_priority: Option<u8>,
+    /// Also run the lag rows (and their floor) holding a PM QoS CPU wake-up latency request of
+    /// this many µs (0: idle CPUs poll instead of halting), alone and with `realtime_priority`.
+    pub cpu_latency_us: Option<u32>,
+}
+
+/// How the threads of a lag row (and its wake-up floor) are scheduled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// `SCHED_FIFO` priority of the lag path's threads (0: time-sharing).
+    pub fifo: u8,
+    /// PM QoS CPU wake-up latency held during the row, µs.
+    pub cpu_latency_us: Option<u32>,
+}
+
+impl Tuning {
+    /// Row-name suffix (none for the default).
+    fn suffix(&self) -> String {
+        let mut s = String::new();
+        if self.fifo > 0 {
+            s.push_str(&format!(", SCHED_FIFO {}", self.fifo));
+        }
+        if let Some(us) = self.cpu_latency_us {
+            s.push_str(&format!(", cpu latency {us} µs"));
+        }
+        s
+    }
+}
+
+impl Options {
+    /// The lag rows' tunings: the default first, then each asked-for twin.
+    fn tunings(&self) -> Vec<Tuning> {
+        let fifo = self.realtime_priority.filter(|p| *p > 0);
+        let mut v = vec![Tuning::default()];
+        if let Some(p) = fifo {
+            v.push(Tuning {
+                fifo: p,
+                cpu_latency_us: None,
+            });
+        }
+        if let Some(us) = self.cpu_latency_us {
+            v.push(Tuning {
+                fifo: 0,
+                cpu_latency_us: Some(us),
+            });
+            if let Some(p) = fifo {
+                v.push(Tuning {
+                    fifo: p,
+                    cpu_latency_us: Some(us),
+                });
+            }
+        }
+        v
+    }
 }
 
 /// The row groups `--only` takes.
@@ -71,6 +129,8 @@ impl Default for Options {
             veth: true,
             rmem: None,
             only: Vec::new(),
+            realtime_priority: None,
+            cpu_latency_us: None,
         }
     }
 }
@@ -169,6 +229,14 @@ pub struct SchedReport {
     pub producer_late_wakeups: u64,
     /// Load average (1 min) when the row ran.
     pub loadavg_1m: f64,
+    /// Share of the box's CPU time the hypervisor ran something else during the paced phase
+    /// (`/proc/stat` steal), %: a stall no thread of the guest can see as waiting.
+    pub steal_pct: f64,
+    /// `SCHED_FIFO` priority of the lag path's threads (0: time-sharing).
+    pub realtime_priority: u8,
+    /// PM QoS CPU wake-up latency held during the row, µs (none: the kernel's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_latency_us: Option<u32>,
 }
 
 /// Bars (issue 4, Acceptance).
@@ -204,10 +272,22 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str), row: &mut dyn FnMut(&RowRe
             emit(r, say, row);
         }
         if opts.wants("lag") {
-            emit(wakeup::wakeup_row(opts.lag_secs), say, row);
-            for &rate in &opts.lag_rates {
-                let r = link::lag_row(rate, opts.lag_secs, opts.rmem, say);
+            // The default first, then its twins, per row: the twins see the same box.
+            let tunings = opts.tunings();
+            for &t in &tunings {
+                let r = tuned(t, "wake-up latency, 1 thread hand-off", wakeup::BAR, |t| {
+                    wakeup::wakeup_row(opts.lag_secs, t)
+                });
                 emit(r, say, row);
+            }
+            for &rate in &opts.lag_rates {
+                for &t in &tunings {
+                    let name = link::lag_row_name(rate, opts.rmem, t);
+                    let r = tuned(t, &name, BAR_LAG, |t| {
+                        link::lag_row(rate, opts.lag_secs, opts.rmem, t, say)
+                    });
+                    emit(r, say, row);
+                }
             }
         }
     } else {
@@ -246,6 +326,60 @@ pub fn table(rows: &[RowReport]) -> String {
     s
 }
 
+/// Runs `f` holding the tuning's CPU latency request (a failed row if it cannot be held).
+fn tuned(t: Tuning, name: &str, bar: &str, f: impl FnOnce(Tuning) -> RowReport) -> RowReport {
+    let _request = match t.cpu_latency_us.map(CpuLatencyRequest::hold).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            return RowReport::failed(
+                name,
+                bar,
+                BenchError::Setup(format!("/dev/cpu_dma_latency: {e} (needs root)")),
+            )
+        }
+    };
+    f(t)
+}
+
+/// Sets a spawned thread of a row to `SCHED_FIFO` `prio` (0: nothing to do).
+pub(crate) fn fifo_thread<T>(
+    what: &str,
+    t: &std::thread::JoinHandle<T>,
+    prio: u8,
+) -> Result<(), BenchError> {
+    if prio == 0 {
+        return Ok(());
+    }
+    tandem_io::sched::set_realtime(t, prio).map_err(|e| fifo_error(what, prio, e))
+}
+
+fn fifo_error(what: &str, prio: u8, e: std::io::Error) -> BenchError {
+    BenchError::Setup(format!(
+        "{what}: SCHED_FIFO {prio}: {e} (needs CAP_SYS_NICE)"
+    ))
+}
+
+/// The calling thread at `SCHED_FIFO` `prio` until dropped, then time-sharing again, so the
+/// rows after a FIFO row run as before.
+pub(crate) struct FifoGuard(u8);
+
+impl FifoGuard {
+    pub(crate) fn new(what: &str, prio: u8) -> Result<FifoGuard, BenchError> {
+        if prio > 0 {
+            tandem_io::sched::set_current_realtime(prio).map_err(|e| fifo_error(what, prio, e))?;
+        }
+        Ok(FifoGuard(prio))
+    }
+}
+
+impl Drop for FifoGuard {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = tandem_io::sched::set_current_realtime(0);
+        }
+    }
+}
+
 /// `1234567.8` → `1.23 M`.
 pub(crate) fn mega(v: f64) -> String {
     if v >= 1e6 {
@@ -271,6 +405,6 @@ pub fn smoke_veth(conns: u64) -> Vec<RowReport> {
     let mut say = |_: &str| {};
     vec![
         link::bulk_row(conns, None, &mut say),
-        link::lag_row(2_000, 0.3, None, &mut say),
+        link::lag_row(2_000, 0.3, None, Tuning::default(), &mut say),
     ]
 }

@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use hdrhistogram::Histogram;
 
-use super::{BenchError, RowReport};
+use super::{fifo_thread, BenchError, FifoGuard, RowReport, Tuning};
+
+/// The floor rows have no bar of their own.
+pub const BAR: &str = "- (floor of the lag rows)";
 
 /// Time between hand-offs: the receiving thread goes back to sleep each time, as the
 /// replication threads do between frames at 20 k conns/s.
 const PACE: Duration = Duration::from_micros(100);
 
-/// `secs` of hand-offs every [`PACE`]; one-way latency, send → receiver running.
-pub fn wakeup_row(secs: f64) -> RowReport {
-    let name = "wake-up latency, 1 thread hand-off";
-    let bar = "- (floor of the lag rows)";
-    match wakeup(secs) {
+/// `secs` of hand-offs every [`PACE`]; one-way latency, send → receiver running; both threads
+/// tuned as `t` says (the caller holds its CPU latency request).
+pub fn wakeup_row(secs: f64, t: Tuning) -> RowReport {
+    let name = &format!("wake-up latency, 1 thread hand-off{}", t.suffix());
+    let bar = BAR;
+    match wakeup(secs, t.fifo) {
         Ok((h, stat)) => {
             let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
             let (p50, p99, max) = (us(0.5), us(0.99), h.max() as f64 / 1e3);
@@ -46,7 +50,7 @@ pub fn wakeup_row(secs: f64) -> RowReport {
     }
 }
 
-fn wakeup(secs: f64) -> Result<(Histogram<u64>, String), BenchError> {
+fn wakeup(secs: f64, prio: u8) -> Result<(Histogram<u64>, String), BenchError> {
     let n = (secs / PACE.as_secs_f64()).round().max(1.0) as u64;
     let (tx, rx) = bounded::<Instant>(1024);
     let cpu0 = cpu_times();
@@ -65,6 +69,8 @@ fn wakeup(secs: f64) -> Result<(Histogram<u64>, String), BenchError> {
             Ok(h)
         })
         .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let _fifo = FifoGuard::new("wake-up sender", prio)?;
+    fifo_thread("wake-up receiver", &receiver, prio)?;
     for _ in 0..n {
         thread::sleep(PACE);
         if tx.send(Instant::now()).is_err() {
@@ -93,7 +99,7 @@ fn wakeup(secs: f64) -> Result<(Histogram<u64>, String), BenchError> {
 }
 
 /// The `cpu` line of `/proc/stat`: user, nice, system, idle, iowait, irq, softirq, steal, ….
-fn cpu_times() -> Option<Vec<u64>> {
+pub(crate) fn cpu_times() -> Option<Vec<u64>> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
     let line = s.lines().next()?;
     Some(

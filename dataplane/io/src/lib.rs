@@ -24,6 +24,8 @@ pub mod mem;
 pub mod pool;
 pub mod region;
 #[cfg(target_os = "linux")]
+pub mod sched;
+#[cfg(target_os = "linux")]
 pub mod uring;
 #[cfg(target_os = "linux")]
 pub mod wake;
