@@ -718,10 +718,15 @@ impl Ha {
         }
     }
 
-    /// Send link hellos and log link events.
+    /// Send link hellos and log link events. A new incarnation of the mate
+    /// on the failover link is told to the unit before its first hello is
+    /// handled (the handshake comes first), so that hello counts as a join.
     fn drain_link(&mut self, now_d: Duration) {
-        for l in [Some(&mut self.fo), self.st.as_mut()].into_iter().flatten() {
-            l.drain(now_d, &mut self.buf, &mut self.rejected);
+        if self.fo.drain(now_d, &mut self.buf, &mut self.rejected) {
+            self.unit.handle_mate_restarted();
+        }
+        if let Some(st) = self.st.as_mut() {
+            st.drain(now_d, &mut self.buf, &mut self.rejected);
         }
     }
 

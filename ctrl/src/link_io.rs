@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tandem_io::l2sock::{L2Socket, BROADCAST};
 use tandem_link::wire::NONCE_LEN;
-use tandem_link::{EventKind, IfName, LinkConfig, LinkKind, Received, SecureLink, Security};
+use tandem_link::{
+    EstablishCause, EventKind, IfName, LinkConfig, LinkKind, Received, SecureLink, Security,
+};
 
 /// Nonces from the OS CSPRNG (`/dev/urandom`, opened once).
 pub struct OsNonces(File);
@@ -148,15 +150,20 @@ impl LinkIo {
     }
 
     /// Log the session's events (`rejected` counts rejected frames) and send
-    /// its queued hellos, using `buf` as scratch.
-    pub fn drain(&mut self, now: Duration, buf: &mut [u8], rejected: &mut u64) {
+    /// its queued hellos, using `buf` as scratch. True when a new
+    /// incarnation of the mate established a session meanwhile.
+    pub fn drain(&mut self, now: Duration, buf: &mut [u8], rejected: &mut u64) -> bool {
+        let mut mate_restarted = false;
         while let Some(ev) = self.link.poll_event() {
             match ev.kind {
                 EventKind::Rejected { count, .. } => {
                     *rejected += count;
                     tracing::warn!("{ev}");
                 }
-                EventKind::Established { .. } => tracing::info!("{ev}"),
+                EventKind::Established { cause, .. } => {
+                    mate_restarted |= cause == EstablishCause::MateRestarted;
+                    tracing::info!("{ev}");
+                }
             }
         }
         while let Some(n) = self.link.poll_transmit(now, buf) {
@@ -168,6 +175,7 @@ impl LinkIo {
                 );
             }
         }
+        mate_restarted
     }
 
     /// Run the session's timer if due.

@@ -184,6 +184,9 @@ pub struct Unit {
     pub(crate) term: u64,
     pub(crate) mate: Option<Mate>,
     role_conflict_reported: bool,
+    /// The failover link's session says the mate restarted: its next hello is a join even if
+    /// it reports the state its previous incarnation was last heard in.
+    mate_restarted: bool,
     pub(crate) fo_carrier: LinkState,
     pub(crate) fo_failed: Option<LinkFailure>,
     state_carrier: LinkState,
@@ -224,6 +227,7 @@ impl Unit {
             term: 0,
             mate: None,
             role_conflict_reported: false,
+            mate_restarted: false,
             fo_carrier: LinkState::Up,
             fo_failed: None,
             state_carrier: LinkState::Up,
@@ -416,6 +420,15 @@ impl Unit {
             _ => self.counters.rx_wrong_link += 1,
         }
         self.flush(now);
+    }
+
+    /// The failover link's secure session was re-established by a new incarnation of the mate
+    /// (`tandem_link` `EstablishCause::MateRestarted`). A mate restarted within a holdtime was
+    /// never marked failed, and it reaches Standby Ready before its first hello: without this,
+    /// the active would take it for the unit it already knew and never send it the
+    /// configuration.
+    pub fn handle_mate_restarted(&mut self) {
+        self.mate_restarted = true;
     }
 
     /// The link state of `link` as the latest link-state poll read it.
@@ -748,6 +761,7 @@ impl Unit {
 
     fn on_hello(&mut self, now: Timestamp, h: &Hello) {
         self.counters.rx_hello += 1;
+        let rejoined = core::mem::take(&mut self.mate_restarted);
         let was_present = self.mate_present();
         let prev = self.mate_state();
         let was_marked = self.mate.as_ref().is_some_and(|m| m.marked_failed);
@@ -789,7 +803,7 @@ impl Unit {
         }
         if self.state == State::Active
             && h.state == State::StandbyReady
-            && (prev != Some(State::StandbyReady) || !was_present)
+            && (prev != Some(State::StandbyReady) || !was_present || rejoined)
         {
             self.events.push_back(Event::MateJoined);
         }

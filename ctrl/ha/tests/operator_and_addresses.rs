@@ -555,3 +555,31 @@ fn history_keeps_every_transition_with_time_and_reason_bounded() {
         .all(|w| w[0].at <= w[1].at && w[0].to == w[1].from));
     assert!(h.iter().all(|t| !t.reason.to_string().is_empty()));
 }
+
+#[test]
+fn a_mate_restarted_within_a_holdtime_joins_again_and_gets_the_configuration() {
+    // A standby restarted faster than the holdtime is never marked failed, and it reaches
+    // Standby Ready before its first hello: its hellos look like its previous incarnation's.
+    // The failover link's session tells the restart (a new session from the mate); the active
+    // then treats the next hello as a join and sends the configuration (seeds 004,
+    // "Configuration Synchronization": the active sends its configuration to a unit that
+    // boots).
+    let mut s = running_pair(2);
+    let t0 = s.now();
+    s.run_for(ms(3 * POLL));
+    assert!(
+        !has_event(&s, A, t0, |e| *e == Event::MateJoined),
+        "steady hellos are no join"
+    );
+    let t1 = s.now();
+    s.command(A, |u, _| u.handle_mate_restarted());
+    s.run_for(ms(3 * POLL));
+    let joins = s
+        .events(A)
+        .iter()
+        .filter(|(at, e)| *at >= t1 && *e == Event::MateJoined)
+        .count();
+    assert_eq!(joins, 1, "one join for one restart\n{}", dump(&s));
+    assert_eq!(s.state(A), Some(State::Active));
+    assert_eq!(s.state(B), Some(State::StandbyReady));
+}
