@@ -199,6 +199,33 @@ fn tandemctl(sock: &Path, words: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `tandemd -c cfg` in `unit`, run through `wrapper` (a command and its
+/// arguments that exec it; none: directly), its log to `log`.
+fn spawn_tandemd(
+    unit: &Netns,
+    wrapper: &[&str],
+    cfg: &std::path::Path,
+    log: &std::path::Path,
+) -> std::process::Child {
+    let tandemd = env!("CARGO_BIN_EXE_tandemd");
+    let mut cmd = match wrapper.split_first() {
+        Some((w, args)) => {
+            let mut c = unit.cmd(w);
+            c.args(args).arg(tandemd);
+            c
+        }
+        None => unit.cmd(tandemd),
+    };
+    cmd.arg("-c")
+        .arg(cfg)
+        .arg("--profile-dir")
+        .arg(profile_dir())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
     if !have_privileges(test) {
         return;
@@ -232,16 +259,7 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
     std::fs::write(&cfg, text).unwrap();
     let log = dir.path().join("tandemd.log");
     // `ip netns exec` execs tandemd, so the child's pid is tandemd's.
-    let child = unit
-        .cmd(env!("CARGO_BIN_EXE_tandemd"))
-        .arg("-c")
-        .arg(&cfg)
-        .arg("--profile-dir")
-        .arg(profile_dir())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_tandemd(&unit, &[], &cfg, &log);
     let mut d = Daemon { child, log };
 
     // Ready when the control socket answers (bounded).
@@ -417,18 +435,17 @@ fn tandemd_refuses_to_start_without_its_realtime_priority() {
     );
     std::fs::write(&cfg, text).unwrap();
     let log = dir.path().join("tandemd.log");
-    let child = unit
-        .cmd("setpriv")
-        .args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"])
-        .arg(env!("CARGO_BIN_EXE_tandemd"))
-        .arg("-c")
-        .arg(&cfg)
-        .arg("--profile-dir")
-        .arg(profile_dir())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_tandemd(
+        &unit,
+        &[
+            "setpriv",
+            "--bounding-set=-sys_nice",
+            "--inh-caps=-sys_nice",
+            "--",
+        ],
+        &cfg,
+        &log,
+    );
     let mut d = Daemon { child, log };
     let code = d.wait_exit(Duration::from_secs(20));
     assert_eq!(code, Some(1), "tandemd must refuse:\n{}", d.log());

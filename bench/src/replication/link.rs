@@ -759,15 +759,7 @@ fn lag(
     }
     let sched1 = sched_snapshot();
     let steal_pct = match (cpu0, super::wakeup::cpu_times()) {
-        (Some(a), Some(b)) => {
-            let d: Vec<u64> = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| y.saturating_sub(*x))
-                .collect();
-            let total = d.iter().sum::<u64>().max(1) as f64;
-            100.0 * d.get(7).copied().unwrap_or(0) as f64 / total
-        }
+        (Some(a), Some(b)) => super::wakeup::cpu_pct(&a, &b, super::wakeup::CPU_STEAL),
         _ => 0.0,
     };
     let sched = SchedReport {

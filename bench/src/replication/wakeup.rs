@@ -84,14 +84,11 @@ fn wakeup(secs: f64, prio: u8) -> Result<(Histogram<u64>, String), BenchError> {
         .map_err(BenchError::Setup)?;
     let stat = match (cpu0, cpu_times()) {
         (Some(a), Some(b)) => {
-            let d: Vec<u64> = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| y.saturating_sub(*x))
-                .collect();
-            let total = d.iter().sum::<u64>().max(1) as f64;
-            let pct = |i: usize| 100.0 * d.get(i).copied().unwrap_or(0) as f64 / total;
-            format!("{:.0} % idle, {:.1} % steal", pct(3), pct(7))
+            format!(
+                "{:.0} % idle, {:.1} % steal",
+                cpu_pct(&a, &b, CPU_IDLE),
+                cpu_pct(&a, &b, CPU_STEAL)
+            )
         }
         _ => "no /proc/stat".into(),
     };
@@ -99,6 +96,22 @@ fn wakeup(secs: f64, prio: u8) -> Result<(Histogram<u64>, String), BenchError> {
 }
 
 /// The `cpu` line of `/proc/stat`: user, nice, system, idle, iowait, irq, softirq, steal, ….
+/// Index of the idle time in a [`cpu_times`] reading.
+pub(crate) const CPU_IDLE: usize = 3;
+/// Index of the steal time (a VM's vCPU runnable but not run by the host).
+pub(crate) const CPU_STEAL: usize = 7;
+
+/// The share (%) of all CPU time between readings `a` and `b` of [`cpu_times`]
+/// spent in field `i`.
+pub(crate) fn cpu_pct(a: &[u64], b: &[u64], i: usize) -> f64 {
+    let d = |k: usize| match (a.get(k), b.get(k)) {
+        (Some(x), Some(y)) => y.saturating_sub(*x),
+        _ => 0,
+    };
+    let total = (0..a.len().min(b.len())).map(d).sum::<u64>().max(1) as f64;
+    100.0 * d(i) as f64 / total
+}
+
 pub(crate) fn cpu_times() -> Option<Vec<u64>> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
     let line = s.lines().next()?;
