@@ -106,13 +106,19 @@ impl Unit {
         self.cfg.interface.test_start_after()
     }
 
-    /// Interface monitoring runs while this unit has a role and hears its mate: both the tests and
-    /// the verdicts compare the two units' interfaces.
+    /// Interface monitoring runs while this unit has a role and hears its mate, and the mate has a
+    /// role too: both the tests and the verdicts compare the two units' interfaces, and a mate
+    /// still negotiating (or disabled) sends no interface hellos (`send_interface_hellos`), so
+    /// waiting y for them would test, and could fail, a healthy interface.
     fn wants_monitoring(&self) -> bool {
         matches!(
             self.state,
             State::Active | State::StandbyReady | State::Failed | State::PseudoStandby
         ) && self.mate_present()
+            && !matches!(
+                self.mate_state(),
+                Some(State::Negotiation | State::Disabled) | None
+            )
     }
 
     /// Stop monitoring as if the mate had gone (tests end, Testing reads Unknown); the next

@@ -360,3 +360,44 @@ fn interface_monitoring_waits_for_the_mate() {
     assert_eq!(status(&s, A, 0), InterfaceStatus::Unknown);
     assert_eq!(s.unit(A).show().this_host.failed_interfaces, 0);
 }
+
+#[test]
+fn a_joining_mate_is_not_tested_for_interface_hellos_before_it_can_send_them() {
+    // A mate in Negotiation sends no interface hellos (it owns no address yet). An active whose
+    // interface timers are shorter than the mate's Negotiation (here y = 20 ms against a unit
+    // polltime of 200 ms) must not test, and fail, its interfaces for the hellos of a mate that
+    // cannot send them yet: in the lab (10/50 ms interface timers, 50/250 ms unit timers) the
+    // active failed its monitored interface that way and handed the active role to the joining
+    // unit.
+    let mut s = pair(1);
+    for u in [A, B] {
+        s.config_mut(u).interface = tandem_ha::InterfaceTimers {
+            polltime: ms(10),
+            holdtime: ms(50),
+        };
+    }
+    s.start(A);
+    // B starts just after one of A's hellos: it hears A only at the next, a polltime later.
+    s.run_for(ms(3 * HOLD + 7));
+    assert_eq!(s.state(A), Some(State::Active));
+    let t0 = s.now();
+    s.start(B);
+    s.run_for(ms(3 * HOLD));
+    assert_eq!(s.state(A), Some(State::Active), "{}", dump(&s));
+    assert_eq!(s.state(B), Some(State::StandbyReady), "{}", dump(&s));
+    assert!(
+        tests_run(&s, A, 0, t0).is_empty(),
+        "A tested its interface while the mate negotiated\n{}",
+        dump(&s)
+    );
+    assert_eq!(status(&s, A, 0), InterfaceStatus::Normal);
+    // Monitoring did start once the mate had a role: isolating A's port is tested.
+    let cut = s.now();
+    s.segments[0].ports[A] = Port::Isolated;
+    s.run_for(ms(200));
+    assert!(
+        !tests_run(&s, A, 0, cut).is_empty(),
+        "no interface test after the join\n{}",
+        dump(&s)
+    );
+}
