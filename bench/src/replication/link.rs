@@ -525,8 +525,9 @@ fn link_counters(pair: &Pair) -> (String, LinkCounters) {
 }
 
 /// Per thread of this process: `(name, run-queue wait ns, on-CPU ns)` from
-/// `/proc/self/task/*/schedstat`. The main thread (the producer) is named `producer`, the
-/// replication threads `repl-active` and `repl-standby`.
+/// `/proc/self/task/*/schedstat`, and of the kernel's `ksoftirqd/N` threads. The main thread
+/// (the producer) is named `producer`, the replication threads `repl-active` and
+/// `repl-standby`.
 fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
     let pid = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -538,17 +539,27 @@ fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
             continue;
         };
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
-        let mut f = stat
-            .split_whitespace()
-            .map(|x| x.parse::<u64>().unwrap_or(0));
-        let (run, wait) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+        let (run, wait) = schedstat(&e.path());
         let name = if tid == u64::from(pid) {
             "producer".to_string()
         } else {
             comm.trim().to_string()
         };
         v.push((tid, name, wait, run));
+    }
+    // The kernel's softirq threads: veth delivers a frame in the sender's
+    // softirq, and work the kernel defers runs in these time-sharing threads,
+    // which real-time threads can keep waiting.
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("ksoftirqd/") {
+            continue;
+        }
+        let (run, wait) = schedstat(&e.path());
+        v.push((pid, comm.trim().to_string(), wait, run));
     }
     // The pair's threads are both named `replication`; A (active) is started first.
     v.sort_by_key(|t| t.0);
@@ -559,6 +570,15 @@ fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
         }
     }
     v
+}
+
+/// `(on-CPU ns, run-queue wait ns)` of the task at `/proc/…/<task>`.
+fn schedstat(task: &std::path::Path) -> (u64, u64) {
+    let stat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+    let mut f = stat
+        .split_whitespace()
+        .map(|x| x.parse::<u64>().unwrap_or(0));
+    (f.next().unwrap_or(0), f.next().unwrap_or(0))
 }
 
 /// What each thread alive at both snapshots waited and ran in between (ms).
