@@ -21,8 +21,8 @@
 //! xdp_mode = "auto"               # auto | native | generic (AF_XDP only)
 //! zero_copy = "auto"              # auto | required | off (AF_XDP only; veth is copy mode)
 //! control_socket = "/run/tandem/gw1.sock"   # default /run/tandem/<name>.sock; ≤ 107 bytes
-//! realtime_priority = 0           # 0..=99; > 0 runs the workers and the replication thread at
-//!                                 #   SCHED_FIFO this priority (needs CAP_SYS_NICE; refused with
+//! realtime_priority = 0           # 0..=99; > 0 runs the workers, the HA and the replication
+//!                                 #   thread at SCHED_FIFO this priority (needs CAP_SYS_NICE; refused with
 //!                                 #   a busy_poll profile); 0/absent: time-sharing
 //! cpu_latency_us = 0              # optional, 0..=1000000; holds a PM QoS CPU wake-up latency
 //!                                 #   request (/dev/cpu_dma_latency) while tandemd runs; 0: idle

@@ -1013,6 +1013,14 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             replication.as_ref().map(|r| r.link()),
         )?),
     };
+    if let (Some(h), true) = (&ha, rt > 0) {
+        h.set_realtime(rt).map_err(|source| DaemonError::Realtime {
+            what: "HA thread",
+            priority: rt,
+            source,
+        })?;
+        tracing::info!(priority = rt, "HA thread at SCHED_FIFO");
+    }
 
     let unit = Unit {
         loaded: &loaded,

@@ -494,6 +494,17 @@ impl HaHandle {
         })
     }
 
+    /// Runs the HA thread at `SCHED_FIFO` `priority` (0: time-sharing), see
+    /// [`tandem_io::sched`]: its hellos and LANTEST replies then go out on
+    /// time whatever else runs on the management core. It blocks between
+    /// timers and frames, so it never holds the core.
+    pub fn set_realtime(&self, priority: u8) -> std::io::Result<()> {
+        match &self.thread {
+            Some(t) => tandem_io::sched::set_realtime(t, priority),
+            None => Ok(()),
+        }
+    }
+
     /// Run a failover command on the HA thread and return its answer.
     pub fn execute(&self, cmd: Command) -> Response {
         let (rtx, rrx) = bounded(1);

@@ -354,7 +354,7 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
         // (policy, priority) of the worker thread, read back from the kernel.
         let pid = d.child.id();
         assert_eq!(
-            thread_sched(pid, "tandem-w0"),
+            tandem_netns::daemon::thread_sched(pid, "tandem-w0"),
             Some((libc::SCHED_FIFO as u64, 20)),
             "worker at SCHED_FIFO 20:\n{}",
             d.log()
@@ -380,24 +380,6 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
         assert!(log.contains("AF_XDP unavailable: "), "{log}");
         assert!(log.contains("; trying io_uring"), "{log}");
     }
-}
-
-/// `(policy, rt_priority)` of process `pid`'s thread named `comm`, from
-/// `/proc/PID/task/TID/stat` (fields 41 and 40, after the command's `)`).
-fn thread_sched(pid: u32, comm: &str) -> Option<(u64, u64)> {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    for e in dir.flatten() {
-        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if name.trim() != comm {
-            continue;
-        }
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 2..];
-        // `rest` starts at field 3 (state).
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        return Some((f.get(41 - 3)?.parse().ok()?, f.get(40 - 3)?.parse().ok()?));
-    }
-    None
 }
 
 /// `realtime_priority` runs the worker at SCHED_FIFO (and `cpu_latency_us`

@@ -740,3 +740,38 @@ fn monitored_interfaces_settle_normal_on_both_units_and_stay_normal_with_traffic
     assert_eq!(state(&p.a).0, "Active");
     assert_eq!(state(&p.b).0, "Standby Ready");
 }
+
+#[test]
+fn realtime_priority_runs_the_hello_and_packet_threads_at_sched_fifo() {
+    if !have_privileges("realtime_priority_runs_the_hello_and_packet_threads_at_sched_fifo") {
+        return;
+    }
+    // `unit.realtime_priority` covers the HA thread too: at fast timers its
+    // hellos and LANTEST replies must not wait behind ordinary work.
+    let lab = PairLab::new().expect("lab");
+    wait_carrier(&lab);
+    let rt = |ns: &Netns, name: &str, role: &str| {
+        config(ns, name, role, KEY, false).replacen(
+            "profile = \"lab\"\n",
+            "profile = \"lab\"\nrealtime_priority = 10\n",
+            1,
+        )
+    };
+    let a = Unit::start(&lab.unit_a, "fwa", &rt(&lab.unit_a, "fwa", "primary")).expect("A");
+    wait_state(&a, "Active", None, "A alone");
+    let b = Unit::start(&lab.unit_b, "fwb", &rt(&lab.unit_b, "fwb", "secondary")).expect("B");
+    let p = Pair { lab, a, b };
+    formed(&p);
+    for u in [&p.a, &p.b] {
+        for thread in ["ha", "tandem-w0"] {
+            assert_eq!(
+                tandem_netns::daemon::thread_sched(u.daemon.pid(), thread),
+                Some((1, 10)),
+                "{} {thread}: (policy, priority) should be SCHED_FIFO 10\n{}",
+                u.daemon.name(),
+                u.log_tail()
+            );
+        }
+    }
+    traffic_through(&p, &p.a, "at SCHED_FIFO");
+}

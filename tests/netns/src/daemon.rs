@@ -42,6 +42,24 @@ pub fn log_dir() -> Result<&'static Path, LabError> {
     Ok(LOG_DIR.get_or_init(|| dir))
 }
 
+/// `(policy, rt_priority)` of process `pid`'s thread named `comm`, from
+/// `/proc/PID/task/TID/stat` (fields 41 and 40, after the command's `)`).
+pub fn thread_sched(pid: u32, comm: &str) -> Option<(u64, u64)> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for e in dir.flatten() {
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if name.trim() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        // `rest` starts at field 3 (state).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        return Some((f.get(41 - 3)?.parse().ok()?, f.get(40 - 3)?.parse().ok()?));
+    }
+    None
+}
+
 /// A child process owned by a test; stopped on drop.
 #[derive(Debug)]
 pub struct Daemon {
