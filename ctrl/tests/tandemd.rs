@@ -226,15 +226,22 @@ fn spawn_tandemd(
         .unwrap()
 }
 
-fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
-    if !have_privileges(test) {
-        return;
-    }
+/// Client, unit and server namespaces: client c0 ↔ unit out0, unit in0 ↔
+/// server s0.
+fn gateway_namespaces() -> (Netns, Netns, Netns) {
     let client = Netns::new("c").unwrap();
     let unit = Netns::new("u").unwrap();
     let server = Netns::new("s").unwrap();
     veth(&client, "c0", &unit, "out0").unwrap();
     veth(&unit, "in0", &server, "s0").unwrap();
+    (client, unit, server)
+}
+
+fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
+    if !have_privileges(test) {
+        return;
+    }
+    let (client, unit, server) = gateway_namespaces();
     client
         .ip(&["addr", "add", "198.18.1.2/24", "dev", "c0"])
         .unwrap();
@@ -402,11 +409,8 @@ fn tandemd_refuses_to_start_without_its_realtime_priority() {
     if !have_privileges(test) {
         return;
     }
-    let client = Netns::new("c").unwrap();
-    let unit = Netns::new("u").unwrap();
-    let server = Netns::new("s").unwrap();
-    veth(&client, "c0", &unit, "out0").unwrap();
-    veth(&unit, "in0", &server, "s0").unwrap();
+    // The peers stay alive (their ends of the veths) until the test ends.
+    let (_client, unit, _server) = gateway_namespaces();
     let dir = TempDir::new(test);
     let sock = dir.path().join("gwtest.sock");
     let cfg = dir.path().join("gwtest.toml");
