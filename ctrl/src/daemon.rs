@@ -971,31 +971,6 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
         _ => None,
     };
 
-    // Real-time packet threads: a wake-up (frame, hand-off) preempts
-    // ordinary work at once. Refused, not ignored, when not granted.
-    let rt = cfg.unit.realtime_priority;
-    if rt > 0 {
-        let refused = |what, source| DaemonError::Realtime {
-            what,
-            priority: rt,
-            source,
-        };
-        dp.set_realtime(rt).map_err(|e| refused("workers", e))?;
-        if let Some(r) = &replication {
-            r.set_realtime(rt)
-                .map_err(|e| refused("replication thread", e))?;
-        }
-        tracing::info!(
-            priority = rt,
-            "workers{} at SCHED_FIFO",
-            if replication.is_some() {
-                " and the replication thread"
-            } else {
-                ""
-            }
-        );
-    }
-
     // 8. Failover: the HA thread (pinned to the management core) owns the
     // state machine and the failover/state link sockets.
     let ha = match &cfg.failover {
@@ -1013,13 +988,27 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
             replication.as_ref().map(|r| r.link()),
         )?),
     };
-    if let (Some(h), true) = (&ha, rt > 0) {
-        h.set_realtime(rt).map_err(|source| DaemonError::Realtime {
-            what: "HA thread",
+    // Real-time packet threads: a wake-up (frame, hand-off, hello timer)
+    // preempts ordinary work at once. Refused, not ignored, when not granted.
+    let rt = cfg.unit.realtime_priority;
+    if rt > 0 {
+        let refused = |what, source| DaemonError::Realtime {
+            what,
             priority: rt,
             source,
-        })?;
-        tracing::info!(priority = rt, "HA thread at SCHED_FIFO");
+        };
+        dp.set_realtime(rt).map_err(|e| refused("workers", e))?;
+        let mut threads = vec!["workers"];
+        if let Some(r) = &replication {
+            r.set_realtime(rt)
+                .map_err(|e| refused("replication thread", e))?;
+            threads.push("replication thread");
+        }
+        if let Some(h) = &ha {
+            h.set_realtime(rt).map_err(|e| refused("HA thread", e))?;
+            threads.push("HA thread");
+        }
+        tracing::info!(priority = rt, "{} at SCHED_FIFO", threads.join(", "));
     }
 
     let unit = Unit {

@@ -100,16 +100,8 @@ pub fn config(capacity: u32, conns: u64) -> StateConfig {
         },
         timeouts: Timeouts::default(),
         interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
+            IfacePolicy::new("outside", 0),
+            IfacePolicy::new("inside", 100),
         ],
         nat,
         access: Vec::new(),

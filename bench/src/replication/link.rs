@@ -25,8 +25,8 @@ use tandem_sync::{FrameEncoder, Put, SyncBuf};
 use super::fixture;
 use super::inproc::short;
 use super::{
-    fifo_thread, mega, BenchError, FifoGuard, LinkCounters, RowReport, SchedReport, Tuning,
-    BAR_BULK, BAR_LAG,
+    fifo_error, fifo_thread, mega, BenchError, FifoGuard, LinkCounters, RowReport, SchedReport,
+    Tuning, BAR_BULK, BAR_LAG,
 };
 
 /// Frame buffers per unit's worker (fewer than the sender's ring, which is 3/4 of the outbound
@@ -679,13 +679,14 @@ fn lag(
     // producer plays the active worker. Restored when the row ends.
     let _fifo = FifoGuard::new("producer", prio)?;
     fifo_thread("standby worker", &consumer, prio)?;
-    let fifo = |h: &ReplicationHandle, what: &str| {
-        h.set_realtime(prio)
-            .map_err(|e| BenchError::Setup(format!("{what}: SCHED_FIFO {prio}: {e}")))
-    };
     if prio > 0 {
-        fifo(&pair.a, "active replication thread")?;
-        fifo(&pair.b, "standby replication thread")?;
+        for (h, what) in [
+            (&pair.a, "active replication thread"),
+            (&pair.b, "standby replication thread"),
+        ] {
+            h.set_realtime(prio)
+                .map_err(|e| fifo_error(what, prio, e))?;
+        }
     }
     // Join: the standby asks for a bulk sync of the (empty) table, then is ready.
     pair.bulk_request(SETTLE)?;

@@ -353,7 +353,7 @@ pub(crate) fn fifo_thread<T>(
     tandem_io::sched::set_realtime(t, prio).map_err(|e| fifo_error(what, prio, e))
 }
 
-fn fifo_error(what: &str, prio: u8, e: std::io::Error) -> BenchError {
+pub(crate) fn fifo_error(what: &str, prio: u8, e: std::io::Error) -> BenchError {
     BenchError::Setup(format!(
         "{what}: SCHED_FIFO {prio}: {e} (needs CAP_SYS_NICE)"
     ))

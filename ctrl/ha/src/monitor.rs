@@ -117,7 +117,7 @@ impl Unit {
         ) && self.mate_present()
             && !matches!(
                 self.mate_state(),
-                Some(State::Negotiation | State::Disabled) | None
+                Some(State::Negotiation | State::Disabled)
             )
     }
 

@@ -22,16 +22,8 @@ fn config(conns: u32) -> StateConfig {
             sas: 16,
         },
         interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
+            IfacePolicy::new("outside", 0),
+            IfacePolicy::new("inside", 100),
         ],
         nat: vec![NatRule::DynamicPat {
             real_if: INSIDE,

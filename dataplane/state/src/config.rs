@@ -87,6 +87,17 @@ pub struct IfacePolicy {
     pub asr_group: Option<u8>,
 }
 
+impl IfacePolicy {
+    /// Interface `name` at `security_level`, in no asymmetric-routing group.
+    pub fn new(name: &str, security_level: u8) -> IfacePolicy {
+        IfacePolicy {
+            name: name.into(),
+            security_level,
+            asr_group: None,
+        }
+    }
+}
+
 /// An IPv4 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Prefix {

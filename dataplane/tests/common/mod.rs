@@ -242,16 +242,8 @@ pub fn stateful_config(conns: u32) -> DataplaneConfig {
             sas: 16,
         },
         interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
+            IfacePolicy::new("outside", 0),
+            IfacePolicy::new("inside", 100),
         ],
         nat: vec![NatRule::DynamicPat {
             real_if: 1,

@@ -32,16 +32,8 @@ pub fn config() -> StateConfig {
             sas: 16,
         },
         interfaces: vec![
-            IfacePolicy {
-                name: "outside".into(),
-                security_level: 0,
-                asr_group: None,
-            },
-            IfacePolicy {
-                name: "inside".into(),
-                security_level: 100,
-                asr_group: None,
-            },
+            IfacePolicy::new("outside", 0),
+            IfacePolicy::new("inside", 100),
             IfacePolicy {
                 name: "dmz".into(),
                 security_level: 50,
