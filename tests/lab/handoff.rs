@@ -60,7 +60,10 @@ fn host(ns: &Netns, dev: &str, a: std::net::Ipv4Addr, gw: std::net::Ipv4Addr) {
 }
 
 /// The lab profile with two workers and two queues per interface.
-fn two_worker_profile(dir: &std::path::Path) -> std::path::PathBuf {
+/// The profile file is per test (`tag`): the two backends' tests run in
+/// parallel, and one rewriting a shared file while the other loaded it
+/// gave a truncated profile ("missing field `profile`").
+fn two_worker_profile(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
     let lab = std::fs::read_to_string(profile_dir().join("lab.toml")).expect("lab profile");
     let mut text = String::new();
     for line in lab.lines() {
@@ -77,7 +80,7 @@ fn two_worker_profile(dir: &std::path::Path) -> std::path::PathBuf {
     for want in ["workers = [0, 1]", "queues = 2", "management = 2"] {
         assert!(text.contains(want), "lab.toml changed: {want} not set");
     }
-    let path = dir.join(format!("lab-2w-{}.toml", std::process::id()));
+    let path = dir.join(format!("lab-2w-{}-{tag}.toml", std::process::id()));
     std::fs::write(&path, text).expect("write profile");
     path
 }
@@ -115,7 +118,7 @@ fn run(backend: Kind) {
     host(&server_ns, "s0", addr::INSIDE_SERVER, addr::INSIDE_UNIT);
 
     let dir = log_dir().expect("log dir");
-    let profile = two_worker_profile(dir);
+    let profile = two_worker_profile(dir, &format!("{backend:?}"));
     let config = dir.join(format!("{}-fw2.toml", unit_ns.name()));
     let toml = format!(
         r#"[unit]
