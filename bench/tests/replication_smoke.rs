@@ -55,4 +55,13 @@ fn veth_rows_bulk_sync_and_measure_lag() {
     let lag = &rows[1];
     assert!(lag.conns.is_some_and(|n| n > 0));
     assert!(lag.p50_us.is_some() && lag.p99_us >= lag.p50_us && lag.max_us >= lag.p99_us);
+    // The lab profile's cores exist wherever the lab tests run: the rows place the threads
+    // as tandemd does.
+    for r in &rows {
+        assert!(
+            r.note.contains("placed as tandemd's lab profile does"),
+            "{}",
+            r.note
+        );
+    }
 }

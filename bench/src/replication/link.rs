@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver as Rx, Sender as Tx};
 use hdrhistogram::Histogram;
+use tandem_ctrl::profile::HwProfile;
 use tandem_ctrl::replication::{
     ReplicationHandle, ReplicationRole, StateTables, StreamPort, ETHERTYPE,
 };
@@ -112,6 +113,57 @@ impl StateTables for Tables {
     }
 }
 
+/// Where tandemd runs the lag path's threads with the `lab` profile: each unit's replication
+/// thread on the profile's management core, its worker on the worker core. The two units of a
+/// pair on this box share those two cores, as two tandemd units here do. Left to the scheduler
+/// instead, the threads migrate, and the rows measure a placement tandemd never runs.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    management: usize,
+    worker: usize,
+}
+
+impl Placement {
+    /// The `lab` profile's cores, or why the threads stay where the scheduler puts them.
+    fn lab() -> Result<Placement, String> {
+        let path = crate::forward::tools::profile_dir().join("lab.toml");
+        let p = HwProfile::load_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let worker = *p
+            .cores
+            .workers
+            .first()
+            .ok_or_else(|| format!("{}: no worker core", path.display()))?;
+        let have = core_affinity::get_core_ids().unwrap_or_default();
+        for c in [p.cores.management, worker] {
+            if !have.iter().any(|h| h.id == c) {
+                return Err(format!("this machine has no core {c}"));
+            }
+        }
+        Ok(Placement {
+            management: p.cores.management,
+            worker,
+        })
+    }
+
+    /// Pins the calling thread to the worker core.
+    fn pin_worker(this: Option<Placement>) {
+        if let Some(p) = this {
+            core_affinity::set_for_current(core_affinity::CoreId { id: p.worker });
+        }
+    }
+
+    fn describe(this: &Result<Placement, String>) -> String {
+        match this {
+            Ok(p) => format!(
+                "threads placed as tandemd's lab profile does: repl threads on core {}, \
+                 producer and standby worker on core {}",
+                p.management, p.worker
+            ),
+            Err(e) => format!("threads unplaced ({e})"),
+        }
+    }
+}
+
 /// Two units' replication threads on a veth pair in two namespaces; A active, B standby.
 struct Pair {
     a: ReplicationHandle,
@@ -125,7 +177,7 @@ struct Pair {
 impl Pair {
     /// `rmem`: `net.core.rmem_default` in both namespaces before the sockets open (the state
     /// link's socket does not size its receive buffer itself).
-    fn new(rmem: Option<u64>) -> Result<Pair, BenchError> {
+    fn new(rmem: Option<u64>, place: Option<Placement>) -> Result<Pair, BenchError> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Err(BenchError::Setup("needs root (network namespaces)".into()));
@@ -148,9 +200,10 @@ impl Pair {
         let (idle_tx, _idle_rx) = bounded(16);
         let sec = fixture::security()?;
         let err = |e: tandem_ctrl::replication::ReplicationError| BenchError::Setup(e.to_string());
-        let a = ReplicationHandle::with_socket(sa, &sec, vec![pa], Arc::new(Tables(bulk_tx)), None)
+        let core = place.map(|p| p.management);
+        let a = ReplicationHandle::with_socket(sa, &sec, vec![pa], Arc::new(Tables(bulk_tx)), core)
             .map_err(err)?;
-        let b = ReplicationHandle::with_socket(sb, &sec, vec![pb], Arc::new(Tables(idle_tx)), None)
+        let b = ReplicationHandle::with_socket(sb, &sec, vec![pb], Arc::new(Tables(idle_tx)), core)
             .map_err(err)?;
         a.link().set_role(ReplicationRole::Active);
         b.link().set_role(ReplicationRole::Standby);
@@ -302,11 +355,13 @@ fn standby_worker(
     created: Arc<Vec<AtomicU64>>,
     stop: Arc<AtomicBool>,
     until_bulk_end: bool,
+    place: Option<Placement>,
 ) -> thread::JoinHandle<Result<Applied, BenchError>> {
     // Named, so the scheduling report can tell it from the replication threads.
     let spawned = thread::Builder::new()
         .name("sb-worker".into())
         .spawn(move || {
+            Placement::pin_worker(place);
             let mut a = Applied {
                 shard: fixture::shard(&cfg, 2)?,
                 applied: 0,
@@ -376,6 +431,26 @@ fn standby_worker(
     spawned.expect("spawning the standby worker thread")
 }
 
+/// Runs `f` on a thread named `producer` that plays the active unit's worker, on the worker
+/// core when placed. A thread of its own, so that neither its placement nor its scheduling
+/// outlives the row.
+fn on_producer<T: Send>(
+    place: Option<Placement>,
+    f: impl FnOnce() -> Result<T, BenchError> + Send,
+) -> Result<T, BenchError> {
+    thread::scope(|s| {
+        thread::Builder::new()
+            .name("producer".into())
+            .spawn_scoped(s, move || {
+                Placement::pin_worker(place);
+                f()
+            })
+            .map_err(|e| BenchError::Setup(format!("spawning the producer: {e}")))?
+            .join()
+            .map_err(|_| BenchError::Setup("the producer panicked".into()))?
+    })
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) -> Result<(), BenchError> {
     let deadline = Instant::now() + SETTLE;
     while !f() {
@@ -392,7 +467,7 @@ pub fn bulk_row(conns: u64, rmem: Option<u64>, say: &mut dyn FnMut(&str)) -> Row
     let name = row_name("bulk sync, veth + AEAD, repl threads", rmem);
     say(&format!("{name}: {conns} connections"));
     match bulk(conns, rmem, say) {
-        Ok((secs, applied, (sent, link))) => {
+        Ok((secs, applied, (sent, link), placed)) => {
             let per_million = secs * 1e6 / conns.max(1) as f64;
             RowReport {
                 name,
@@ -407,8 +482,8 @@ pub fn bulk_row(conns: u64, rmem: Option<u64>, say: &mut dyn FnMut(&str)) -> Row
                 note: format!(
                     "active worker: Shard::bulk → FrameEncoder; repl threads: Sender → \
                      AES-256-GCM → AF_PACKET over veth → Receiver; standby worker: \
-                     Shard::apply; 4 threads on this 2-core box; {applied} records \
-                     ({} records/s), {sent}{}",
+                     Shard::apply; 4 threads on this 2-core box ({placed}); {applied} \
+                     records ({} records/s), {sent}{}",
                     mega(applied as f64 / secs),
                     if conns < 1_000_000 {
                         format!("; verdict scaled to 1 M: {per_million:.2} s")
@@ -435,7 +510,7 @@ fn bulk(
     conns: u64,
     rmem: Option<u64>,
     say: &mut dyn FnMut(&str),
-) -> Result<(f64, u64, (String, LinkCounters)), BenchError> {
+) -> Result<(f64, u64, (String, LinkCounters), String), BenchError> {
     let cap = u32::try_from(conns + conns / 16)
         .unwrap_or(u32::MAX)
         .max(1024);
@@ -443,10 +518,25 @@ fn bulk(
     let mut active = fixture::shard(&cfg, 1)?;
     fixture::fill(&mut active, 0, 0..conns)?;
     let (c, x, _) = active.counts();
+    let place = Placement::lab();
+    let placed = Placement::describe(&place);
     say(&format!(
         "{c} connections, {x} xlates on the active shard; starting the pair"
     ));
-    let pair = Pair::new(rmem)?;
+    let place = place.ok();
+    let (secs, applied, sent) = on_producer(place, move || bulk_on(&active, cfg, rmem, place))?;
+    Ok((secs, applied, sent, placed))
+}
+
+/// [`bulk`] on the producer thread (the active unit's worker).
+fn bulk_on(
+    active: &Shard,
+    cfg: StateConfig,
+    rmem: Option<u64>,
+    place: Option<Placement>,
+) -> Result<(f64, u64, (String, LinkCounters)), BenchError> {
+    let (c, x, _) = active.counts();
+    let pair = Pair::new(rmem, place)?;
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = standby_worker(
@@ -456,11 +546,12 @@ fn bulk(
         Arc::new(Vec::new()),
         stop.clone(),
         true,
+        place,
     );
     pair.bulk_request(SETTLE)?;
     let mut sink = ChanSink::new(&pair.wa)?;
     let t0 = Instant::now();
-    send_bulk(&active, &mut sink, epoch);
+    send_bulk(active, &mut sink, epoch);
     let res = consumer.join();
     stop.store(true, Ordering::Release);
     let a = res.map_err(|_| BenchError::Setup("standby worker panicked".into()))??;
@@ -525,11 +616,11 @@ fn link_counters(pair: &Pair) -> (String, LinkCounters) {
 }
 
 /// Per thread of this process: `(name, run-queue wait ns, on-CPU ns)` from
-/// `/proc/self/task/*/schedstat`, and of the kernel's `ksoftirqd/N` threads. The main thread
-/// (the producer) is named `producer`, the replication threads `repl-active` and
-/// `repl-standby`.
+/// `/proc/self/task/*/schedstat`, and of the kernel's `ksoftirqd/N` threads. The replication
+/// threads are renamed `repl-active` and `repl-standby`.
 fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
-    let pid = std::process::id();
+    // The main thread only waits for the row (and is named like the pair's threads).
+    let main = u64::from(std::process::id());
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -538,14 +629,12 @@ fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
         let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
             continue;
         };
+        if tid == main {
+            continue;
+        }
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         let (run, wait) = schedstat(&e.path());
-        let name = if tid == u64::from(pid) {
-            "producer".to_string()
-        } else {
-            comm.trim().to_string()
-        };
-        v.push((tid, name, wait, run));
+        v.push((tid, comm.trim().to_string(), wait, run));
     }
     // The kernel's softirq threads: veth delivers a frame in the sender's
     // softirq, and work the kernel defers runs in these time-sharing threads,
@@ -650,12 +739,26 @@ pub fn lag_row(
     }
 }
 
-fn lag(
+type LagResult = Result<(Histogram<u64>, u64, String, LinkCounters, SchedReport), BenchError>;
+
+fn lag(rate: u64, secs: f64, rmem: Option<u64>, prio: u8) -> LagResult {
+    let place = Placement::lab();
+    let placed = Placement::describe(&place);
+    let place = place.ok();
+    on_producer(place, move || {
+        lag_on(rate, secs, rmem, prio, place, &placed)
+    })
+}
+
+/// [`lag`] on the producer thread (the active unit's worker).
+fn lag_on(
     rate: u64,
     secs: f64,
     rmem: Option<u64>,
     prio: u8,
-) -> Result<(Histogram<u64>, u64, String, LinkCounters, SchedReport), BenchError> {
+    place: Option<Placement>,
+    placed: &str,
+) -> LagResult {
     let total = ((rate as f64) * secs).round() as u64;
     let total = total.clamp(1, fixture::MAX_CONNS);
     let cap = u32::try_from(total + total / 8)
@@ -664,7 +767,7 @@ fn lag(
     let cfg = fixture::config(cap, total);
     let mut active = fixture::shard(&cfg, 1)?;
     let created: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-    let pair = Pair::new(rmem)?;
+    let pair = Pair::new(rmem, place)?;
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = standby_worker(
@@ -674,9 +777,10 @@ fn lag(
         created.clone(),
         stop.clone(),
         false,
+        place,
     );
     // As tandemd's `realtime_priority` does for its workers and replication thread; the
-    // producer plays the active worker. Restored when the row ends.
+    // producer plays the active worker.
     let _fifo = FifoGuard::new("producer", prio)?;
     fifo_thread("standby worker", &consumer, prio)?;
     if prio > 0 {
@@ -818,7 +922,7 @@ fn lag(
          flushed at {} µs; commit → encoder → repl thread → AES-256-GCM → veth → repl thread \
          → standby worker Shard::apply; {} samples, {mid_bulks} mid-run bulk syncs; {repair}; \
          run-queue wait/on-CPU ms per thread: {}; producer woke up to {:.0} µs late ({} \
-         wake-ups > 500 µs late); load average {:.2}, steal {:.1} %; {}",
+         wake-ups > 500 µs late); load average {:.2}, steal {:.1} %; {}; {placed}",
         FLUSH.as_micros(),
         a.lag.len(),
         threads.join(", "),
