@@ -187,8 +187,16 @@ counters! {
     xlates,
     /// Live IPsec SAs (a gauge).
     sas,
-    /// Dropped: a non-first IPv4 fragment (no reassembly).
+    /// Dropped: a later IPv4 fragment whose datagram's first fragment did
+    /// not pass (none seen, reordered, timed out), or a TCP fragment at
+    /// offset 8 (RFC 1858).
     drop_fragment,
+    /// Later IPv4 fragments passed after their datagram's first, translated
+    /// like it (virtual reassembly).
+    fragments_passed,
+    /// First fragments whose datagram the fragment table had no room to
+    /// remember (passed; their later fragments are dropped).
+    frag_table_full,
     /// Dropped: TCP segment that is not a SYN and matches no connection.
     drop_tcp_no_conn,
     /// Dropped: TCP segment invalid for its connection's state.

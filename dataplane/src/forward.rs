@@ -904,9 +904,10 @@ impl Forwarder {
                 // Worker handoff: only where the stateful stage would track
                 // the datagram (a forwarding unit); the flow's owner does
                 // everything else, including the checks.
-                if let (Some(h), Some(st)) = (self.handoff.as_deref(), self.stateful.as_deref()) {
+                if let (Some(h), Some(st)) = (self.handoff.as_deref_mut(), self.stateful.as_deref())
+                {
                     if self.role == Role::Forwarding {
-                        let to = usize::from(st.shard().owner(&buf[ETH_LEN..len]));
+                        let to = h.owner(now.as_nanos(), st.shard(), &buf[ETH_LEN..len]);
                         if to != h.worker() {
                             return Action::Handoff { to }.into();
                         }

@@ -23,10 +23,13 @@
 //! while the consumer is awake). A full ring (no free buffer) drops the
 //! frame, counted `drop_handoff_full`.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tandem_io::wake::WakeFd;
+use tandem_state::frag::{fragment, FragTable, Fragment};
+use tandem_state::Shard;
 
 /// Ring slots per directed pair of workers at most, and at least.
 pub const HANDOFF_SLOTS_MAX: usize = 1024;
@@ -105,6 +108,9 @@ pub struct Handoff {
     next_in: usize,
     /// A frame taken but not processed yet (see [`Handoff::put_back`]).
     stashed: Option<(usize, HandoffBuf)>,
+    /// The worker each fragmented datagram's first fragment went to: its later
+    /// fragments carry no ports to steer by, and follow it (see [`Handoff::owner`]).
+    frag_owner: FragTable<u16>,
 }
 
 impl std::fmt::Debug for Handoff {
@@ -130,6 +136,8 @@ pub fn mesh(slots: usize, frame_size: usize, wakes: &[Arc<WakeFd>]) -> Vec<Hando
             inbound: Vec::with_capacity(n.saturating_sub(1)),
             next_in: 0,
             stashed: None,
+            // Keyed per worker and per run, like the shards' tables.
+            frag_owner: FragTable::new(RandomState::new().hash_one(worker)),
         })
         .collect();
     for from in 0..n {
@@ -169,6 +177,37 @@ impl Handoff {
     /// Number of workers.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// The worker owning the flow of `ip` (an IPv4 datagram): `Shard::owner`,
+    /// except for a fragmented datagram. Its first fragment steers by its
+    /// ports like any packet, and the worker it goes to is remembered; its
+    /// later fragments, which carry no ports, go to the same worker, whose
+    /// shard holds their translation (`tandem_state::frag`). A datagram's
+    /// fragments arrive on one queue (NICs hash fragments, the first
+    /// included, on addresses alone; a veth or socket sends them in one go),
+    /// so this worker sees its first before its later ones. `now` in ns.
+    pub(crate) fn owner(&mut self, now: u64, shard: &Shard, ip: &[u8]) -> usize {
+        let to = match fragment(ip) {
+            Some(Fragment::First { key, len }) => {
+                let to = shard.owner(ip);
+                // Full: its later fragments steer by address (and are
+                // dropped unless that is the same worker), counted there.
+                let _ = self.frag_owner.first(now, key, len, to);
+                to
+            }
+            Some(Fragment::Later {
+                key,
+                offset,
+                len,
+                more,
+            }) => self
+                .frag_owner
+                .later(now, &key, offset, len, more)
+                .unwrap_or_else(|| shard.owner(ip)),
+            None => shard.owner(ip),
+        };
+        usize::from(to)
     }
 
     /// Copies `frame`, received on `port`, into the ring to worker `to`.
@@ -265,5 +304,58 @@ impl Handoff {
         if let Some(l) = self.inbound.get(lane) {
             let _ = l.free.try_send(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A UDP fragment 198.18.0.2 → 198.19.0.2 with IP ID `id`; the first (offset 0) carries
+    /// source port `sport`.
+    fn fragment(sport: u16, id: u16, offset8: u16, more: bool) -> Vec<u8> {
+        let mut b = vec![0u8; 28];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&28u16.to_be_bytes());
+        b[4..6].copy_from_slice(&id.to_be_bytes());
+        let mf = if more { 0x2000 } else { 0 };
+        b[6..8].copy_from_slice(&(mf | offset8).to_be_bytes());
+        b[8] = 64;
+        b[9] = 17;
+        b[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        b[16..20].copy_from_slice(&[198, 19, 0, 2]);
+        if offset8 == 0 {
+            b[20..22].copy_from_slice(&sport.to_be_bytes());
+            b[22..24].copy_from_slice(&53u16.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn later_fragments_follow_their_first_to_its_worker() {
+        let wakes: Vec<_> = (0..2).map(|_| Arc::new(WakeFd::new().unwrap())).collect();
+        let mut ends = mesh(8, 64, &wakes);
+        let h = &mut ends[0];
+        let shard = Shard::new(&tandem_state::StateConfig::default(), 0, 2, 1).unwrap();
+        let mut elsewhere = 0;
+        for i in 0..64u16 {
+            let first = fragment(10_000 + i, i, 0, true);
+            let later = fragment(0, i, 1, false);
+            let to = h.owner(0, &shard, &first);
+            assert_eq!(
+                to,
+                usize::from(shard.owner(&first)),
+                "a first steers by its ports"
+            );
+            elsewhere += usize::from(usize::from(shard.owner(&later)) != to);
+            assert_eq!(h.owner(1, &shard, &later), to, "datagram {i}");
+        }
+        assert!(
+            elsewhere > 0,
+            "by their addresses alone, some later fragments would have gone to the other worker"
+        );
+        // The last fragment ended each datagram: a stray copy steers by address again.
+        let stray = fragment(0, 0, 1, false);
+        assert_eq!(h.owner(2, &shard, &stray), usize::from(shard.owner(&stray)));
     }
 }

@@ -611,6 +611,8 @@ impl Stateful {
         // drops are bad L4 headers, the same counter's meaning.
         c.drop_malformed += s.drop_malformed;
         c.drop_fragment += s.drop_fragment;
+        c.fragments_passed += s.fragments_passed;
+        c.frag_table_full += s.frag_table_full;
         c.drop_tcp_no_conn += s.drop_tcp_no_conn;
         c.drop_tcp_invalid += s.drop_tcp_invalid;
         c.drop_security_level += s.drop_security_level;

@@ -107,6 +107,84 @@ fn pat_connections_through_two_io_uring_workers_with_handoff() {
     run(Kind::IoUring);
 }
 
+/// Fragmented echo requests (and their fragmented replies) through PAT.
+const PINGS: usize = 6;
+/// Fragmented UDP datagrams echoed by the server through PAT.
+const UDP_DATAGRAMS: usize = 6;
+const UDP_PORT: u16 = 5002;
+/// Bytes of each ping and UDP payload: three fragments at the veths' 1500-byte MTU.
+const BIG: usize = 3200;
+
+/// Datagrams larger than the MTU, fragmented by the sender's kernel, through the two workers and
+/// PAT both ways (`tandem_state::frag`; `Handoff::owner` sends later fragments, which carry no
+/// ports, to the worker their first went to): every ping is answered, every UDP datagram comes
+/// back whole and unchanged. Before, later fragments were dropped: no reply at all.
+fn fragmented_datagrams_cross_both_ways(client: &Netns, server_ns: &Netns) {
+    let server = addr::INSIDE_SERVER.to_string();
+    let out = client
+        .exec(
+            "ping",
+            &[
+                "-n",
+                "-q",
+                "-c",
+                &PINGS.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "3",
+                "-s",
+                &BIG.to_string(),
+                &server,
+            ],
+        )
+        .expect("ping runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{PINGS} packets transmitted, {PINGS} received")),
+        "fragmented pings through PAT and two workers:\n{text}"
+    );
+
+    let bind = |ns: &Netns, at: SocketAddrV4| {
+        let _in = ns.enter().expect("enter namespace");
+        let s = std::net::UdpSocket::bind(at).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        s
+    };
+    let srv = bind(server_ns, SocketAddrV4::new(addr::INSIDE_SERVER, UDP_PORT));
+    std::thread::scope(|s| {
+        let echo = s.spawn(|| {
+            let mut buf = vec![0u8; 65_536];
+            // Bounded: one echo per datagram, each wait at most 3 s.
+            for _ in 0..UDP_DATAGRAMS {
+                let Ok((n, from)) = srv.recv_from(&mut buf) else {
+                    break;
+                };
+                srv.send_to(&buf[..n], from).expect("echo");
+            }
+        });
+        let mut buf = vec![0u8; 65_536];
+        let mut back = 0;
+        for i in 0..UDP_DATAGRAMS {
+            // A socket (a source port, a flow) each: a flow steers to either worker.
+            let cli = bind(client, SocketAddrV4::new(addr::OUTSIDE_CLIENT, 0));
+            let sent: Vec<u8> = (0..BIG).map(|b| (b * 31 + i * 7) as u8).collect();
+            cli.send_to(&sent, (addr::INSIDE_SERVER, UDP_PORT))
+                .expect("send");
+            match cli.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    assert_eq!(&buf[..n], &sent[..], "datagram {i} came back changed");
+                    back += 1;
+                }
+                Err(e) => panic!("fragmented UDP datagram {i} got no echo through PAT: {e}"),
+            }
+        }
+        echo.join().expect("echo thread");
+        assert_eq!(back, UDP_DATAGRAMS);
+    });
+}
+
 fn run(backend: Kind) {
     tandem_netns::ensure_tool("ethtool", "ethtool").expect("ethtool");
     let client = Netns::new("client").expect("ns");
@@ -284,6 +362,19 @@ mapped = "interface"
     }
     let created: u64 = workers.iter().map(|w| w.conn_created).sum();
     assert!(created >= CONNS as u64, "connections created: {created}");
+
+    fragmented_datagrams_cross_both_ways(&client, &server_ns);
+    // ICMP: 2 later fragments of each request and of each reply; UDP: 2 of each datagram and
+    // of each echo. The workers publish their counters after each batch: wait for the last.
+    let want = 2 * 2 * (PINGS + UDP_DATAGRAMS) as u64;
+    let passed = || -> u64 { dp.counters().iter().map(|w| w.fragments_passed).sum() };
+    let _ = wait_until(Instant::now() + Duration::from_secs(5), || passed() >= want);
+    assert!(
+        passed() >= want,
+        "later fragments passed: {} of {want}\n{:#?}",
+        passed(),
+        dp.counters()
+    );
     drop(dp);
     let _ = std::fs::remove_file(&profile);
 }

@@ -63,8 +63,11 @@
 //!
 //! # What is not handled (documented departures)
 //!
-//! * IPv4 fragments other than the first are dropped (`drop_fragment`): there is no reassembly,
-//!   and without the L4 header they cannot be matched to a connection.
+//! * IPv4 fragments are not reassembled but followed ([`frag`]): a datagram's later fragments
+//!   pass, translated like its first, once the first has passed. A later fragment that arrives
+//!   before its first is dropped (`drop_fragment`), as are fragments of a datagram whose first
+//!   fragment was refused. Fragment entries are not replicated: a datagram in flight during a
+//!   failover loses its remaining fragments, and the sender's retransmission covers it.
 //! * Protocols other than TCP, UDP and ICMP echo are not tracked: they pass the stateless policy
 //!   check per packet (security levels / access rules, both directions), untranslated, and are not
 //!   replicated (seeds 004: "Other types of IP protocols ... get established on the new active
@@ -85,6 +88,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod config;
+pub mod frag;
 pub mod hash;
 pub mod records;
 pub mod sa;
@@ -172,7 +176,9 @@ impl FlowKey {
 pub enum DropReason {
     /// IPv4 or L4 header unreadable.
     Malformed,
-    /// A non-first IPv4 fragment.
+    /// A later IPv4 fragment of a datagram whose first fragment did not pass (none seen yet,
+    /// reordered, dropped, timed out, its entry refused by a full table), or a TCP fragment at
+    /// offset 8 (RFC 1858). See [`crate::frag`].
     Fragment,
     /// A TCP segment that is not a SYN and matches no connection (no mid-stream pick-up).
     TcpNoConn,
@@ -275,6 +281,11 @@ pub struct StateCounters {
     pub drop_icmp_error_malformed: u64,
     /// ICMP errors about a connection passed, translated (related traffic).
     pub icmp_error_related: u64,
+    /// Later fragments passed after their datagram's first (`crate::frag`).
+    pub fragments_passed: u64,
+    /// First fragments whose datagram the fragment table had no room to remember (they passed;
+    /// their later fragments are dropped).
+    pub frag_table_full: u64,
     /// SAs refused because the SA table was full.
     pub drop_sa_table_full: u64,
     /// Records applied.

@@ -14,6 +14,7 @@ use zerocopy::network_endian::{U16, U32};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::config::{AccessRule, Action, IfacePolicy, NatRule, RuleProto, StateConfig};
+use crate::frag::{fragment, FragKey, FragTable, Fragment};
 use crate::hash::{self, Index, Keyed, Prng};
 use crate::records::{
     self, ConnRecord, RecordSink, SaRecord, XlateRecord, CONN_FLAG_HTTP, CONN_FLAG_PAT, KIND_CONN,
@@ -416,6 +417,11 @@ fn rewrite_icmp_error(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Drop(DropReason),
+    /// A later fragment of a datagram whose first fragment passed: its addresses become these.
+    Fragment {
+        src: u32,
+        dst: u32,
+    },
     Untracked,
     Existing,
     /// An ICMP error about a connection's packet.
@@ -587,6 +593,9 @@ pub struct Shard {
     shards: u16,
     keyed: Keyed,
     prng: Prng,
+    /// Datagrams whose first fragment passed: their addresses after translation
+    /// (`crate::frag`).
+    frags: FragTable<(u32, u32)>,
     conns: Box<[Conn]>,
     conn_free: Vec<u32>,
     conn_index: Index,
@@ -654,6 +663,7 @@ impl Shard {
             shards: shards.max(1),
             keyed: Keyed::new(seed),
             prng: Prng::new(seed),
+            frags: FragTable::new(seed),
             conns: vec![Conn::default(); nc].into_boxed_slice(),
             conn_free: free(nc),
             // Two keys per connection: original and reply tuple.
@@ -681,7 +691,7 @@ impl Shard {
 
     /// Bytes taken by the tables (connections, xlates, SAs, their indexes and free lists).
     pub fn memory_bytes(&self) -> usize {
-        self.conn_memory_bytes() + self.sa_memory_bytes()
+        self.conn_memory_bytes() + self.sa_memory_bytes() + self.frags.memory_bytes()
     }
 
     /// Bytes of the connection and xlate tables with their indexes and free lists: the figure
@@ -1176,7 +1186,16 @@ impl Shard {
     /// de-NAT of the destination). `ip` is the IPv4 datagram received on `rx_if`. Drops decided
     /// here (malformed, non-first fragment, TCP non-SYN or ICMP non-request without a
     /// connection, ICMP error relating to no connection or truncated) are counted here.
-    pub fn lookup(&mut self, _now: u64, rx_if: u16, ip: &[u8]) -> Lookup {
+    pub fn lookup(&mut self, now: u64, rx_if: u16, ip: &[u8]) -> Lookup {
+        if let Some(Fragment::Later {
+            key,
+            offset,
+            len,
+            more,
+        }) = fragment(ip)
+        {
+            return self.lookup_later_fragment(now, rx_if, key, offset, len, more);
+        }
         let p = match parse(ip) {
             Ok(p) => p,
             Err(r) => {
@@ -1222,6 +1241,48 @@ impl Shard {
         lk.dnat_dport = dp;
         lk.route_dst = d;
         lk
+    }
+
+    /// A later fragment follows its datagram's first: it passes, translated the same way, when
+    /// the first passed (`crate::frag`). RFC 1858: a TCP fragment at offset 8 could rewrite the
+    /// flags of the header the first fragment was checked with, so it never passes.
+    fn lookup_later_fragment(
+        &mut self,
+        now: u64,
+        rx_if: u16,
+        key: FragKey,
+        offset: u32,
+        len: u32,
+        more: bool,
+    ) -> Lookup {
+        let to = if key.proto == P_TCP && offset == 8 {
+            None
+        } else {
+            self.frags.later(now, &key, offset, len, more)
+        };
+        let Some((src, dst)) = to else {
+            self.counters.count_drop(DropReason::Fragment);
+            return Lookup::drop(DropReason::Fragment);
+        };
+        Lookup {
+            kind: Kind::Fragment { src, dst },
+            key: FlowKey {
+                src: key.src,
+                dst: key.dst,
+                sport: 0,
+                dport: 0,
+                proto: key.proto,
+            },
+            route_dst: dst,
+            dnat_dst: dst,
+            dnat_dport: 0,
+            rx_if,
+            flags: 0,
+            icmp_request: false,
+            from_orig: true,
+            idx: NONE,
+            gen: 0,
+        }
     }
 
     /// An ICMP error whose embedded packet was sent along connection `lk.key.reverse()`: related
@@ -1274,9 +1335,46 @@ impl Shard {
         ip: &mut [u8],
         sink: &mut impl RecordSink,
     ) -> Result<(), DropReason> {
+        let first = match fragment(ip) {
+            Some(Fragment::First { key, len }) => Some((key, len)),
+            _ => None,
+        };
+        let r = self.commit_datagram(now, lookup, out_if, ip, sink);
+        if let (Ok(()), Some((key, len))) = (r, first) {
+            // Its later fragments pass translated like it (read back after the rewrite).
+            let to = (
+                u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]),
+                u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]),
+            );
+            if !self.frags.first(now, key, len, to) {
+                self.counters.frag_table_full += 1;
+            }
+        }
+        r
+    }
+
+    fn commit_datagram(
+        &mut self,
+        now: u64,
+        lookup: Lookup,
+        out_if: u16,
+        ip: &mut [u8],
+        sink: &mut impl RecordSink,
+    ) -> Result<(), DropReason> {
         let lk = lookup;
         match lk.kind {
             Kind::Drop(r) => Err(r),
+            Kind::Fragment { src, dst } => {
+                let mut pkt = Ipv4Packet::new_unchecked(&mut *ip);
+                if lk.key.src != src {
+                    pkt.rewrite_src_addr(Ipv4Addr::from(src));
+                }
+                if lk.key.dst != dst {
+                    pkt.rewrite_dst_addr(Ipv4Addr::from(dst));
+                }
+                self.counters.fragments_passed += 1;
+                Ok(())
+            }
             Kind::Untracked => {
                 if let Err(r) =
                     self.permit(lk.rx_if, out_if, lk.key.proto, lk.key.src, lk.key.dst, 0)

@@ -87,6 +87,19 @@ fn packet_path_sweep_apply_and_bulk_allocate_nothing() {
         other[20] ^= 0x55;
         pkts.push((OUTSIDE, icmp_error(SERVER, PAT_ADDR, &other)));
     }
+    // Fragmented UDP: a first fragment, a later one (followed), and a later one of no first.
+    for i in 0..50u16 {
+        let mut first = udp(CLIENT, 40_000 + i, SERVER, 53, true);
+        first[4..6].copy_from_slice(&i.to_be_bytes());
+        first[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+        let mut later = first[..28].to_vec();
+        later[6..8].copy_from_slice(&1u16.to_be_bytes());
+        let mut stray = later.clone();
+        stray[4..6].copy_from_slice(&(i + 1000).to_be_bytes());
+        pkts.push((INSIDE, first));
+        pkts.push((INSIDE, later));
+        pkts.push((INSIDE, stray));
+    }
     let conn = ConnRecordBytes::new();
     let before = allocs();
     for round in 0..3u64 {
@@ -125,6 +138,10 @@ fn packet_path_sweep_apply_and_bulk_allocate_nothing() {
     assert_eq!(c.icmp_error_related, 50);
     assert_eq!(c.drop_icmp_error_malformed, 3 * 50);
     assert_eq!(c.drop_icmp_error_unrelated, 3 * 50 + 2 * 50);
+    // Round 0 follows each datagram's later fragment (which ends it); later rounds find the
+    // first fragment rewritten (its datagram now leaves from the PAT address) and follow again.
+    assert!(c.fragments_passed >= 50, "{}", c.fragments_passed);
+    assert!(c.drop_fragment >= 3 * 50, "{}", c.drop_fragment);
     assert!(sink.n > 0);
 }
 

@@ -241,18 +241,6 @@ fn icmp_echo_is_tracked_and_pat_rewrites_identifier() {
 }
 
 #[test]
-fn non_first_fragment_is_dropped_and_counted() {
-    let cfg = config();
-    let mut s = shard(&cfg);
-    let mut p = udp(CLIENT, 1000, SERVER, 53, true);
-    p[6] = 0x20; // MF
-    p[7] = 0x10; // offset 16 * 8
-    let lk = s.lookup(0, INSIDE, &p);
-    assert_eq!(lk.drop_reason(), Some(DropReason::Fragment));
-    assert_eq!(s.counters().drop_fragment, 1);
-}
-
-#[test]
 fn malformed_packet_is_dropped_and_counted() {
     let cfg = config();
     let mut s = shard(&cfg);

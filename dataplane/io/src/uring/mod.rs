@@ -48,10 +48,11 @@
 //!   a TCP stream can show up as one 64 KiB frame. Such frames do not fit a
 //!   slot and are dropped (`rx_truncated`); turn TSO/GSO off on the peers
 //!   feeding a unit (and GRO off on the unit's interfaces).
-//! * With a fanout group, FANOUT_FLAG_DEFRAG reassembles IP fragments
-//!   before the hash, so each worker sees whole datagrams; a reassembled
-//!   datagram larger than a slot is dropped the same way, and one that fits
-//!   a slot but exceeds the MTU fails on transmit (`tx_errors`).
+//! * With a fanout group, the hash puts a datagram's IP fragments (the
+//!   first included: it hashes them on addresses alone) on one worker, as
+//!   they came: no FANOUT_FLAG_DEFRAG, whose reassembled datagram would
+//!   exceed the MTU it has to leave on. The stateful stage follows
+//!   fragments itself (`tandem_state::frag`).
 
 mod book;
 mod bufring;

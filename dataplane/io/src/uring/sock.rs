@@ -22,7 +22,6 @@ const PACKET_FANOUT: i32 = 18;
 const PACKET_QDISC_BYPASS: i32 = 20;
 const PACKET_IGNORE_OUTGOING: i32 = 23;
 const PACKET_FANOUT_HASH: u32 = 0;
-const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 const PACKET_MR_PROMISC: u16 = 1;
 const ETH_P_ALL: u16 = 0x0003;
 
@@ -176,10 +175,13 @@ pub(crate) fn open_port(
     let fanout_id = match fanout_group {
         Some(group) => {
             let id = fanout_id(group, ifindex);
-            // FANOUT_HASH uses the symmetric flow hash, so both directions
-            // of a flow reach the same worker; DEFRAG reassembles IP
-            // fragments first so every fragment of a datagram does too.
-            let arg = id as u32 | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+            // FANOUT_HASH uses the symmetric flow hash. It hashes IP
+            // fragments, the first included, on addresses alone, so a
+            // datagram's fragments reach one worker, which steers them on
+            // (tandem_state::frag). No FANOUT_FLAG_DEFRAG: the kernel would
+            // reassemble them into one frame larger than the MTU, which a
+            // forwarder cannot send on.
+            let arg = id as u32 | (PACKET_FANOUT_HASH << 16);
             setsockopt(s, libc::SOL_PACKET, PACKET_FANOUT, &arg).map_err(|e| {
                 OpenError::os(
                     ifname,
