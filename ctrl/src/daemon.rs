@@ -964,6 +964,7 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
                 dev,
                 &security,
                 ports,
+                ep.wake,
                 tables,
                 Some(profile.cores.management),
             )?)

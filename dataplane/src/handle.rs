@@ -129,6 +129,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("replication: cannot create the replication thread's wake-up eventfd: {0}")]
+    ReplWake(#[source] std::io::Error),
     #[error("worker {worker}: cannot spawn its thread: {source}")]
     Spawn {
         worker: usize,
@@ -273,16 +275,21 @@ impl Dataplane {
         };
         let mut loops = Vec::with_capacity(workers.len());
         let mut streams = Vec::new();
+        let repl_wake = match &cfg.sync {
+            Some(_) => Some(Arc::new(WakeFd::new().map_err(StartError::ReplWake)?)),
+            None => None,
+        };
         let mut sync_shared = Vec::with_capacity(workers.len());
         for (idx, wake) in wakes.iter().enumerate() {
             let mut fwd = Forwarder::for_worker(&cfg, idx, workers.len())?;
             // Replication (issue 4): this worker's buffers and channels.
-            if let Some(sy) = &cfg.sync {
+            if let (Some(sy), Some(rw)) = (&cfg.sync, &repl_wake) {
                 let (ws, ep) = crate::sync::channels(
                     idx as u16,
                     sy.buffers_per_worker,
                     sy.frame_size,
                     Arc::clone(wake),
+                    Arc::clone(rw),
                 );
                 sync_shared.push(Some(Arc::clone(ws.shared())));
                 let rate = sy.bulk_rate.div_ceil(workers.len() as u64);
@@ -328,7 +335,7 @@ impl Dataplane {
             inject: inject_tx,
             drop_inject_full: AtomicU64::new(0),
             punted: punt_rx,
-            sync_endpoints: Mutex::new(cfg.sync.is_some().then_some(SyncEndpoints { streams })),
+            sync_endpoints: Mutex::new(repl_wake.map(|wake| SyncEndpoints { streams, wake })),
             stateful: cfg.state.is_some(),
         };
         let ports = cfg.interfaces.len();

@@ -208,7 +208,7 @@ impl EncSink<'_> {
 fn ship(enc: &mut FrameEncoder, ws: &WorkerSync, c: &mut SyncCounters) {
     let records = enc.records() as u64;
     let Some(buf) = enc.finish() else { return };
-    match ws.outbound.try_send(buf) {
+    match ws.send(buf) {
         Ok(()) => c.frames_out += 1,
         Err(e) => {
             ws.pool.put(e.into_inner());
@@ -715,7 +715,7 @@ fn send_marker(r: &mut Repl, ty: FrameType, arg: u64) -> bool {
         return false;
     }
     buf.set_len(HEADER_LEN);
-    match r.ws.outbound.try_send(buf) {
+    match r.ws.send(buf) {
         Ok(()) => {
             r.c.frames_out += 1;
             true

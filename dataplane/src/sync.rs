@@ -128,6 +128,10 @@ pub struct StreamEndpoint {
 pub struct SyncEndpoints {
     /// One per worker, in worker order.
     pub streams: Vec<StreamEndpoint>,
+    /// The replication thread's wake-up: every worker signals it after
+    /// queueing an outbound frame ([`WakeFd`]'s protocol), so the thread
+    /// can block in one `poll` on it and the state-link socket.
+    pub wake: Arc<WakeFd>,
 }
 
 /// What a worker publishes about its replication stream (atomics; read by
@@ -169,12 +173,23 @@ impl SyncShared {
 /// `Forwarder::attach_sync`).
 pub struct WorkerSync {
     pub(crate) pool: SyncPool,
-    pub(crate) outbound: Sender<SyncBuf>,
+    outbound: Sender<SyncBuf>,
+    /// The replication thread's wake-up ([`SyncEndpoints::wake`]).
+    repl_wake: Arc<WakeFd>,
     pub(crate) inbound: Receiver<SyncBuf>,
     pub(crate) shared: Arc<SyncShared>,
 }
 
 impl WorkerSync {
+    /// Queues a finished frame for the replication thread and wakes it
+    /// (one atomic swap while it is busy). Never blocks: `Full` hands the
+    /// buffer back.
+    pub(crate) fn send(&self, buf: SyncBuf) -> Result<(), TrySendError<SyncBuf>> {
+        self.outbound.try_send(buf)?;
+        self.repl_wake.wake();
+        Ok(())
+    }
+
     /// What the worker publishes (overflow flag, bulk progress).
     pub fn shared(&self) -> &Arc<SyncShared> {
         &self.shared
@@ -183,7 +198,8 @@ impl WorkerSync {
 
 /// Builds both ends for one worker: `(worker side, replication side)`,
 /// with `buffers` buffers of `buf_len` bytes allocated now; `wake` is the
-/// worker's wake-up, signalled by [`InboundTx::try_send`]. Outbound and
+/// worker's wake-up, signalled by [`InboundTx::try_send`], and `repl_wake`
+/// the replication thread's, signalled after each outbound frame. Outbound and
 /// inbound channels hold as many frames as the pool has buffers, so a
 /// channel is never the tighter limit. `Dataplane::start` calls this; tests
 /// and benches driving a [`crate::BatchLoop`] themselves call it directly.
@@ -192,6 +208,7 @@ pub fn channels(
     buffers: usize,
     buf_len: usize,
     wake: Arc<WakeFd>,
+    repl_wake: Arc<WakeFd>,
 ) -> (WorkerSync, StreamEndpoint) {
     let pool = SyncPool::new(buffers, buf_len);
     let (out_tx, out_rx) = bounded(buffers);
@@ -201,6 +218,7 @@ pub fn channels(
         WorkerSync {
             pool: pool.clone(),
             outbound: out_tx,
+            repl_wake,
             inbound: in_rx,
             shared,
         },

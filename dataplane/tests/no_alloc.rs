@@ -146,6 +146,7 @@ fn stateful_batches_of_established_flows_allocate_nothing() {
         64,
         sy.frame_size,
         Arc::new(tandem_io::wake::WakeFd::new().unwrap()),
+        Arc::new(tandem_io::wake::WakeFd::new().unwrap()),
     );
     fwd.attach_sync(ws, &sy, 0).unwrap();
     let mut bl = BatchLoop::new(fwd, &cfg.run);

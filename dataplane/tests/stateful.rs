@@ -57,6 +57,7 @@ impl Unit {
             sy.buffers_per_worker,
             sy.frame_size,
             Arc::new(WakeFd::new().unwrap()),
+            Arc::new(WakeFd::new().unwrap()),
         );
         fwd.attach_sync(ws, &sy, 0).unwrap();
         fwd.set_ownership(Timestamp::ZERO, &own, role, false)

@@ -16,7 +16,8 @@ use tandem_ctrl::profile::HwProfile;
 use tandem_ctrl::replication::{
     ReplicationHandle, ReplicationRole, StateTables, StreamPort, ETHERTYPE,
 };
-use tandem_io::l2sock::L2Socket;
+use tandem_io::l2sock::{wait_fds, L2Socket};
+use tandem_io::wake::WakeFd;
 use tandem_netns::{veth, Netns};
 use tandem_state::records::{RecordSink, KIND_CONN, OP_UPSERT};
 use tandem_state::{BulkCursor, Shard, StateConfig};
@@ -53,6 +54,9 @@ struct Port {
     outbound: Rx<SyncBuf>,
     pool: (Tx<SyncBuf>, Rx<SyncBuf>),
     inbound: Tx<SyncBuf>,
+    /// The worker's wake-up, signalled with each delivered frame (as
+    /// `tandem_dataplane::sync::InboundTx` does).
+    worker_wake: Arc<WakeFd>,
 }
 
 impl StreamPort for Port {
@@ -67,16 +71,45 @@ impl StreamPort for Port {
         let _ = self.pool.0.try_send(buf);
     }
     fn deliver(&self, buf: SyncBuf) -> Result<(), SyncBuf> {
-        self.inbound.try_send(buf).map_err(|e| e.into_inner())
+        self.inbound.try_send(buf).map_err(|e| e.into_inner())?;
+        self.worker_wake.wake();
+        Ok(())
     }
 }
 
-/// The bench's ends of a [`Port`].
+/// The bench's ends of a [`Port`]: the worker's, blocking and waking as tandemd's workers do
+/// (`tandem_io::wake::WakeFd` and a poll, no spinning).
 #[derive(Clone)]
 struct Worker {
     out: Tx<SyncBuf>,
+    /// The replication thread's wake-up, signalled after each outbound frame.
+    repl_wake: Arc<WakeFd>,
     delivered: Rx<SyncBuf>,
+    /// This worker's wake-up.
+    wake: Arc<WakeFd>,
     pool: (Tx<SyncBuf>, Rx<SyncBuf>),
+}
+
+impl Worker {
+    fn new_wake() -> Arc<WakeFd> {
+        Arc::new(WakeFd::new().expect("eventfd"))
+    }
+
+    /// Queues a finished frame for the replication thread and wakes it.
+    fn send(&self, b: SyncBuf) -> bool {
+        let ok = self.out.send_timeout(b, SETTLE).is_ok();
+        self.repl_wake.wake();
+        ok
+    }
+
+    /// Blocks until a frame is delivered or `timeout` passes, as a worker blocks in its poll.
+    fn wait_delivered(&self, timeout: Duration) {
+        self.wake.park();
+        if self.delivered.is_empty() {
+            let _ = wait_fds(&[self.wake.fd()], timeout);
+        }
+        self.wake.unpark();
+    }
 }
 
 fn port() -> (Box<dyn StreamPort>, Worker) {
@@ -86,15 +119,19 @@ fn port() -> (Box<dyn StreamPort>, Worker) {
     for _ in 0..BUFFERS {
         let _ = pool.0.send(SyncBuf::with_capacity(fixture::frame_size()));
     }
+    let wake = Worker::new_wake();
     (
         Box::new(Port {
             outbound: out_rx,
             pool: pool.clone(),
             inbound: in_tx,
+            worker_wake: wake.clone(),
         }),
         Worker {
             out: out_tx,
+            repl_wake: Worker::new_wake(),
             delivered: in_rx,
+            wake,
             pool,
         },
     )
@@ -201,10 +238,25 @@ impl Pair {
         let sec = fixture::security()?;
         let err = |e: tandem_ctrl::replication::ReplicationError| BenchError::Setup(e.to_string());
         let core = place.map(|p| p.management);
-        let a = ReplicationHandle::with_socket(sa, &sec, vec![pa], Arc::new(Tables(bulk_tx)), core)
-            .map_err(err)?;
-        let b = ReplicationHandle::with_socket(sb, &sec, vec![pb], Arc::new(Tables(idle_tx)), core)
-            .map_err(err)?;
+        let (wka, wkb) = (wa.repl_wake.clone(), wb.repl_wake.clone());
+        let a = ReplicationHandle::with_socket(
+            sa,
+            &sec,
+            vec![pa],
+            wka,
+            Arc::new(Tables(bulk_tx)),
+            core,
+        )
+        .map_err(err)?;
+        let b = ReplicationHandle::with_socket(
+            sb,
+            &sec,
+            vec![pb],
+            wkb,
+            Arc::new(Tables(idle_tx)),
+            core,
+        )
+        .map_err(err)?;
         a.link().set_role(ReplicationRole::Active);
         b.link().set_role(ReplicationRole::Standby);
         Ok(Pair {
@@ -277,7 +329,7 @@ impl ChanSink {
 
     fn flush(&mut self) {
         if let Some(b) = self.enc.finish() {
-            if self.w.out.send_timeout(b, SETTLE).is_err() {
+            if !self.w.send(b) {
                 self.fail("outbound channel stuck");
             }
         }
@@ -292,7 +344,7 @@ impl ChanSink {
         match emit_sequenced(ty, 0, 0, 0, arg, b.spare_mut()) {
             Ok(n) => {
                 b.set_len(n);
-                if self.w.out.send_timeout(b, SETTLE).is_err() {
+                if !self.w.send(b) {
                     self.fail("outbound channel stuck");
                 }
             }
@@ -374,12 +426,15 @@ fn standby_worker(
             let mut in_bulk = false;
             let hard = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::Acquire) && Instant::now() < hard {
-                let buf = match w.delivered.recv_timeout(Duration::from_millis(5)) {
+                let buf = match w.delivered.try_recv() {
                     Ok(buf) => buf,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::TryRecvError::Empty) => {
+                        w.wait_delivered(Duration::from_millis(5));
+                        continue;
+                    }
                     // The pair is gone (a failed row): a `continue` here would spin, and at
                     // SCHED_FIFO hog a core.
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => break,
                 };
                 let now = fixture::ns_since(epoch);
                 let mut end = false;

@@ -246,23 +246,43 @@ impl L2Socket {
 
 /// Wait until one of `socks` is readable or `timeout` passes; returns a
 /// bit mask of the readable ones (bit i = `socks[i]`, at most 64 sockets).
+/// The timeout is rounded up to whole milliseconds, as `poll` would.
 pub fn wait_readable(socks: &[&L2Socket], timeout: Duration) -> io::Result<u64> {
+    let mut fds = [-1; 64];
+    let n = socks.len().min(64);
+    for (f, s) in fds.iter_mut().zip(&socks[..n]) {
+        *f = s.fd();
+    }
+    let ms = timeout.as_micros().div_ceil(1000);
+    wait_fds(
+        &fds[..n],
+        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)),
+    )
+}
+
+/// Wait until one of `fds` is readable or `timeout` passes, to the
+/// nanosecond (`ppoll`: a sub-millisecond wait sleeps on a high-resolution
+/// timer, it does not spin); returns a bit mask of the readable ones (bit
+/// i = `fds[i]`, at most 64). An interrupted wait returns 0.
+pub fn wait_fds(fds: &[RawFd], timeout: Duration) -> io::Result<u64> {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
     }; 64];
-    let n = socks.len().min(64);
-    for (p, s) in pfds.iter_mut().zip(&socks[..n]) {
-        p.fd = s.fd();
+    let n = fds.len().min(64);
+    for (p, &fd) in pfds.iter_mut().zip(&fds[..n]) {
+        p.fd = fd;
         p.events = libc::POLLIN;
     }
-    // Round up so that a sub-millisecond deadline does not spin.
-    let ms = timeout.as_micros().div_ceil(1000);
-    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
-    // SAFETY: `pfds[..n]` are initialised pollfds owned by this frame; `n`
-    // is at most their count.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, ms) };
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `pfds[..n]` are initialised pollfds owned by this frame and `n`
+    // is at most their count; `ts` outlives the call; a null signal mask
+    // leaves the thread's mask unchanged.
+    let rc = unsafe { libc::ppoll(pfds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         return if e.kind() == io::ErrorKind::Interrupted {
