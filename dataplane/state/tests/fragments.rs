@@ -52,8 +52,7 @@ fn fragment(ip: &[u8], chunk: usize) -> Vec<Vec<u8>> {
         f[2..4].copy_from_slice(&total.to_be_bytes());
         let more = if end < payload.len() { 0x2000 } else { 0 };
         f[6..8].copy_from_slice(&(more | (off / 8) as u16).to_be_bytes());
-        f[10..12].copy_from_slice(&[0, 0]);
-        Ipv4Packet::new_unchecked(&mut f[..]).fill_checksum();
+        refill(&mut f);
         out.push(f);
         off = end;
     }
@@ -83,6 +82,17 @@ fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
     d
 }
 
+/// One packet received on `rx_if` through both phases, with the lab's routing.
+fn send(s: &mut Shard, now: u64, rx_if: u16, ip: &mut [u8]) -> Result<(), DropReason> {
+    pass(s, now, rx_if, ip, lab_route, &mut NullSink)
+}
+
+/// Recomputes the IPv4 header checksum after a test edited the header.
+fn refill(ip: &mut [u8]) {
+    ip[10..12].copy_from_slice(&[0, 0]);
+    Ipv4Packet::new_unchecked(ip).fill_checksum();
+}
+
 fn ip_checksum_ok(f: &[u8]) -> bool {
     Ipv4Packet::new_checked(f).unwrap().verify_checksum()
 }
@@ -97,8 +107,7 @@ fn addrs(f: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
 /// Passes every fragment of `frags` in order; each must pass.
 fn pass_all(s: &mut Shard, now: u64, rx_if: u16, frags: &mut [Vec<u8>]) {
     for (i, f) in frags.iter_mut().enumerate() {
-        pass(s, now, rx_if, f, lab_route, &mut NullSink)
-            .unwrap_or_else(|e| panic!("fragment {i}: {e}"));
+        send(s, now, rx_if, f).unwrap_or_else(|e| panic!("fragment {i}: {e}"));
         assert!(ip_checksum_ok(f), "fragment {i}: IPv4 header checksum");
     }
 }
@@ -148,7 +157,7 @@ fn a_later_fragment_before_its_first_is_dropped_and_counted() {
     let mut frags = fragment(&big_udp(HOST, 40_001, SERVER, 53, 2000, 7), 1480);
     let mut late = frags[1].clone();
     assert_eq!(
-        pass(&mut s, SEC, INSIDE, &mut late, lab_route, &mut NullSink),
+        send(&mut s, SEC, INSIDE, &mut late),
         Err(DropReason::Fragment)
     );
     assert_eq!(s.counters().drop_fragment, 1);
@@ -166,20 +175,9 @@ fn later_fragments_of_a_refused_first_fragment_never_pass() {
     // address.
     for dst in [HOST, PAT_ADDR] {
         let mut frags = fragment(&big_udp(SERVER, 53, dst, 40_000, 3000, 9), 1480);
-        assert!(pass(
-            &mut s,
-            SEC,
-            OUTSIDE,
-            &mut frags[0],
-            lab_route,
-            &mut NullSink
-        )
-        .is_err());
+        assert!(send(&mut s, SEC, OUTSIDE, &mut frags[0]).is_err());
         for f in &mut frags[1..] {
-            assert_eq!(
-                pass(&mut s, SEC, OUTSIDE, f, lab_route, &mut NullSink),
-                Err(DropReason::Fragment)
-            );
+            assert_eq!(send(&mut s, SEC, OUTSIDE, f), Err(DropReason::Fragment));
         }
     }
     assert_eq!(s.counters().fragments_passed, 0);
@@ -196,23 +194,16 @@ fn a_datagram_ends_with_its_last_byte_or_after_the_fragment_timeout() {
     // Every byte passed: a copy of the last fragment finds no datagram.
     let mut again = dup;
     assert_eq!(
-        pass(&mut s, SEC, INSIDE, &mut again, lab_route, &mut NullSink),
+        send(&mut s, SEC, INSIDE, &mut again),
         Err(DropReason::Fragment)
     );
     // A datagram whose rest never came is forgotten after the timeout.
     let mut frags = fragment(&big_udp(HOST, 40_002, SERVER, 53, 3000, 12), 1480);
-    pass(&mut s, SEC, INSIDE, &mut frags[0], lab_route, &mut NullSink).unwrap();
+    send(&mut s, SEC, INSIDE, &mut frags[0]).unwrap();
     let t = SEC + FRAG_TIMEOUT_NS - 1;
-    pass(&mut s, t, INSIDE, &mut frags[1], lab_route, &mut NullSink).unwrap();
+    send(&mut s, t, INSIDE, &mut frags[1]).unwrap();
     assert_eq!(
-        pass(
-            &mut s,
-            SEC + FRAG_TIMEOUT_NS,
-            INSIDE,
-            &mut frags[2],
-            lab_route,
-            &mut NullSink
-        ),
+        send(&mut s, SEC + FRAG_TIMEOUT_NS, INSIDE, &mut frags[2]),
         Err(DropReason::Fragment)
     );
 }
@@ -225,17 +216,15 @@ fn a_tcp_fragment_at_offset_8_is_dropped() {
     let syn = tcp(HOST, 40_003, SERVER, 80, SYN);
     let mut first = syn.clone();
     first[6] = 0x20; // MF
-    first[10..12].copy_from_slice(&[0, 0]);
-    Ipv4Packet::new_unchecked(&mut first[..]).fill_checksum();
-    pass(&mut s, SEC, INSIDE, &mut first, lab_route, &mut NullSink).unwrap();
+    refill(&mut first);
+    send(&mut s, SEC, INSIDE, &mut first).unwrap();
     let mut overlap = syn[..20].to_vec();
     overlap.extend_from_slice(&[0u8; 16]);
     overlap[2..4].copy_from_slice(&36u16.to_be_bytes());
     overlap[6..8].copy_from_slice(&1u16.to_be_bytes()); // offset 8, last
-    overlap[10..12].copy_from_slice(&[0, 0]);
-    Ipv4Packet::new_unchecked(&mut overlap[..]).fill_checksum();
+    refill(&mut overlap);
     assert_eq!(
-        pass(&mut s, SEC, INSIDE, &mut overlap, lab_route, &mut NullSink),
+        send(&mut s, SEC, INSIDE, &mut overlap),
         Err(DropReason::Fragment)
     );
 }
@@ -247,8 +236,7 @@ fn fragments_of_untracked_protocols_follow_the_stateless_policy_of_their_first()
     // GRE (47) inside → outside: allowed by the security levels, untranslated.
     let mut gre = big_udp(HOST, 1, SERVER, 2, 2000, 13);
     gre[9] = 47;
-    gre[10..12].copy_from_slice(&[0, 0]);
-    Ipv4Packet::new_unchecked(&mut gre[..]).fill_checksum();
+    refill(&mut gre);
     let mut frags = fragment(&gre, 1480);
     pass_all(&mut s, SEC, INSIDE, &mut frags);
     assert_eq!(addrs(&frags[1]), (HOST, SERVER));
@@ -257,27 +245,11 @@ fn fragments_of_untracked_protocols_follow_the_stateless_policy_of_their_first()
     let mut back = gre.clone();
     back[12..16].copy_from_slice(&SERVER.octets());
     back[16..20].copy_from_slice(&HOST.octets());
-    back[10..12].copy_from_slice(&[0, 0]);
-    Ipv4Packet::new_unchecked(&mut back[..]).fill_checksum();
+    refill(&mut back);
     let mut frags = fragment(&back, 1480);
-    assert!(pass(
-        &mut s,
-        SEC,
-        OUTSIDE,
-        &mut frags[0],
-        lab_route,
-        &mut NullSink
-    )
-    .is_err());
+    assert!(send(&mut s, SEC, OUTSIDE, &mut frags[0]).is_err());
     assert_eq!(
-        pass(
-            &mut s,
-            SEC,
-            OUTSIDE,
-            &mut frags[1],
-            lab_route,
-            &mut NullSink
-        ),
+        send(&mut s, SEC, OUTSIDE, &mut frags[1]),
         Err(DropReason::Fragment)
     );
 }
@@ -290,14 +262,14 @@ fn a_full_fragment_table_passes_the_first_and_counts_the_refusal() {
     let mut later = Vec::new();
     for id in 0..n {
         let mut frags = fragment(&big_udp(HOST, 40_010, SERVER, 53, 2000, id as u16), 1480);
-        pass(&mut s, SEC, INSIDE, &mut frags[0], lab_route, &mut NullSink).unwrap();
+        send(&mut s, SEC, INSIDE, &mut frags[0]).unwrap();
         later.push(frags.swap_remove(1));
     }
     let c = s.counters();
     assert!(c.frag_table_full >= 200, "{} refused", c.frag_table_full);
     let mut passed = 0u64;
     for f in &mut later {
-        passed += u64::from(pass(&mut s, SEC, INSIDE, f, lab_route, &mut NullSink).is_ok());
+        passed += u64::from(send(&mut s, SEC, INSIDE, f).is_ok());
     }
     assert_eq!(passed + c.frag_table_full, n as u64);
 }
