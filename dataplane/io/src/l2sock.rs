@@ -244,26 +244,24 @@ impl L2Socket {
     }
 }
 
-/// Wait until one of `socks` is readable or `timeout` passes; returns a
-/// bit mask of the readable ones (bit i = `socks[i]`, at most 64 sockets).
-/// The timeout is rounded up to whole milliseconds, as `poll` would.
+/// Wait until one of `socks` is readable or `timeout` passes (to the
+/// nanosecond, see [`wait_fds`]); returns a bit mask of the readable ones
+/// (bit i = `socks[i]`, at most 64 sockets).
 pub fn wait_readable(socks: &[&L2Socket], timeout: Duration) -> io::Result<u64> {
     let mut fds = [-1; 64];
     let n = socks.len().min(64);
     for (f, s) in fds.iter_mut().zip(&socks[..n]) {
         *f = s.fd();
     }
-    let ms = timeout.as_micros().div_ceil(1000);
-    wait_fds(
-        &fds[..n],
-        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)),
-    )
+    wait_fds(&fds[..n], timeout)
 }
 
 /// Wait until one of `fds` is readable or `timeout` passes, to the
 /// nanosecond (`ppoll`: a sub-millisecond wait sleeps on a high-resolution
-/// timer, it does not spin); returns a bit mask of the readable ones (bit
-/// i = `fds[i]`, at most 64). An interrupted wait returns 0.
+/// timer, where `poll`'s whole milliseconds would round a hello due in
+/// 300 µs up to 1 ms, late by most of a 1 ms polltime); returns a bit mask
+/// of the readable ones (bit i = `fds[i]`, at most 64). An interrupted wait
+/// returns 0.
 pub fn wait_fds(fds: &[RawFd], timeout: Duration) -> io::Result<u64> {
     let mut pfds = [libc::pollfd {
         fd: -1,
