@@ -483,6 +483,7 @@ impl ReplicationHandle {
             io,
             ports,
             wake,
+            sock_idle: false,
             tables,
             sender: None,
             receiver,
@@ -556,6 +557,8 @@ struct Repl {
     ports: Vec<Box<dyn StreamPort>>,
     /// Signalled by the workers after each outbound frame.
     wake: Arc<WakeFd>,
+    /// The last wait ended with the socket not readable.
+    sock_idle: bool,
     tables: Arc<dyn StateTables>,
     /// Active: the sender of the current epoch.
     sender: Option<Sender>,
@@ -622,9 +625,12 @@ impl Repl {
                     // signals the eventfd, so it is never slept through.
                     self.wake.park();
                     if self.ports.iter().all(|p| p.outbound().is_empty()) {
-                        if let Err(e) = wait_fds(&[self.io.sock.fd(), self.wake.fd()], wait) {
-                            tracing::warn!("state link: poll: {e}");
-                            std::thread::sleep(WAIT_MIN);
+                        match wait_fds(&[self.io.sock.fd(), self.wake.fd()], wait) {
+                            Ok(ready) => self.sock_idle = ready & 1 == 0,
+                            Err(e) => {
+                                tracing::warn!("state link: poll: {e}");
+                                std::thread::sleep(WAIT_MIN);
+                            }
                         }
                     }
                     self.wake.unpark();
@@ -636,9 +642,12 @@ impl Repl {
                 }
                 _ => {
                     let wait = until(self.receiver.poll_timeout(), WAIT_STANDBY);
-                    if let Err(e) = wait_readable(&[&self.io.sock], wait) {
-                        tracing::warn!("state link: poll: {e}");
-                        std::thread::sleep(WAIT_STANDBY);
+                    match wait_readable(&[&self.io.sock], wait) {
+                        Ok(ready) => self.sock_idle = ready == 0,
+                        Err(e) => {
+                            tracing::warn!("state link: poll: {e}");
+                            std::thread::sleep(WAIT_STANDBY);
+                        }
                     }
                     // Drain the workers' frames while not active (counted).
                 }
@@ -711,8 +720,16 @@ impl Repl {
             }
         }
         // While a frame is parked the socket is not read: later frames
-        // wait in the kernel's receive buffer, in order.
-        let budget = if self.parked.is_some() { 0 } else { RX_BUDGET };
+        // wait in the kernel's receive buffer, in order. Nor when the wait
+        // that just ended saw it empty: a recv would only say so again (one
+        // syscall per frame handed over; a frame arriving since makes the
+        // next wait return at once).
+        let idle = std::mem::take(&mut self.sock_idle);
+        let budget = if self.parked.is_some() || idle {
+            0
+        } else {
+            RX_BUDGET
+        };
         for _ in 0..budget {
             let Some(r) = self.io.receive(now, &mut self.rx) else {
                 break;
