@@ -236,27 +236,22 @@ impl Pair {
         let (bulk_tx, bulk_requests) = bounded(16);
         let (idle_tx, _idle_rx) = bounded(16);
         let sec = fixture::security()?;
-        let err = |e: tandem_ctrl::replication::ReplicationError| BenchError::Setup(e.to_string());
         let core = place.map(|p| p.management);
-        let (wka, wkb) = (wa.repl_wake.clone(), wb.repl_wake.clone());
-        let a = ReplicationHandle::with_socket(
-            sa,
-            &sec,
-            vec![pa],
-            wka,
-            Arc::new(Tables(bulk_tx)),
-            core,
-        )
-        .map_err(err)?;
-        let b = ReplicationHandle::with_socket(
-            sb,
-            &sec,
-            vec![pb],
-            wkb,
-            Arc::new(Tables(idle_tx)),
-            core,
-        )
-        .map_err(err)?;
+        // One unit's replication thread on its socket, its worker's port and wake-up.
+        let start = |sock, port, w: &Worker, bulk: Tx<u16>| {
+            let wake = w.repl_wake.clone();
+            ReplicationHandle::with_socket(
+                sock,
+                &sec,
+                vec![port],
+                wake,
+                Arc::new(Tables(bulk)),
+                core,
+            )
+            .map_err(|e| BenchError::Setup(e.to_string()))
+        };
+        let a = start(sa, pa, &wa, bulk_tx)?;
+        let b = start(sb, pb, &wb, idle_tx)?;
         a.link().set_role(ReplicationRole::Active);
         b.link().set_role(ReplicationRole::Standby);
         Ok(Pair {

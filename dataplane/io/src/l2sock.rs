@@ -275,7 +275,8 @@ pub fn wait_fds(fds: &[RawFd], timeout: Duration) -> io::Result<u64> {
     }
     let ts = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        // Below 10^9: fits any c_long.
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `pfds[..n]` are initialised pollfds owned by this frame and `n`
     // is at most their count; `ts` outlives the call; a null signal mask

@@ -445,6 +445,8 @@ pub struct Lookup {
     from_orig: bool,
     idx: u32,
     gen: u32,
+    /// The datagram is a first fragment: `commit` remembers it for the later ones.
+    first_fragment: bool,
 }
 
 impl Lookup {
@@ -461,6 +463,7 @@ impl Lookup {
             from_orig: false,
             idx: NONE,
             gen: 0,
+            first_fragment: false,
         }
     }
     /// The destination to route on: the connection's next-hop side address (translated), or,
@@ -1187,15 +1190,16 @@ impl Shard {
     /// here (malformed, non-first fragment, TCP non-SYN or ICMP non-request without a
     /// connection, ICMP error relating to no connection or truncated) are counted here.
     pub fn lookup(&mut self, now: u64, rx_if: u16, ip: &[u8]) -> Lookup {
-        if let Some(Fragment::Later {
-            key,
-            offset,
-            len,
-            more,
-        }) = fragment(ip)
-        {
-            return self.lookup_later_fragment(now, rx_if, key, offset, len, more);
-        }
+        let first_fragment = match fragment(ip) {
+            Some(Fragment::Later {
+                key,
+                offset,
+                len,
+                more,
+            }) => return self.lookup_later_fragment(now, rx_if, key, offset, len, more),
+            Some(Fragment::First { .. }) => true,
+            None => false,
+        };
         let p = match parse(ip) {
             Ok(p) => p,
             Err(r) => {
@@ -1215,6 +1219,7 @@ impl Shard {
             from_orig: true,
             idx: NONE,
             gen: 0,
+            first_fragment,
         };
         if !p.tracked {
             return lk;
@@ -1282,6 +1287,7 @@ impl Shard {
             from_orig: true,
             idx: NONE,
             gen: 0,
+            first_fragment: false,
         }
     }
 
@@ -1335,7 +1341,8 @@ impl Shard {
         ip: &mut [u8],
         sink: &mut impl RecordSink,
     ) -> Result<(), DropReason> {
-        let first = match fragment(ip) {
+        // The header is read again only for a first fragment (lookup flagged it).
+        let first = match lookup.first_fragment.then(|| fragment(ip)).flatten() {
             Some(Fragment::First { key, len }) => Some((key, len)),
             _ => None,
         };
