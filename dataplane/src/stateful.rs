@@ -32,8 +32,8 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 use tandem_state::records::{ArpRecord as ArpRec, KIND_ARP, KIND_CONN, OP_UPSERT};
 use tandem_state::{
-    ApplyError, BulkCursor, DropReason, Lookup, NullSink, RecordSink, SaDirection, SaEntry,
-    SaError, Shard, StateConfig, StateCounters, XlateView,
+    ApplyError, BulkCursor, DropReason, Lookup, RecordSink, SaDirection, SaEntry, SaError, Shard,
+    StateConfig, StateCounters, XlateView,
 };
 use tandem_sync::wire::{emit_sequenced, Frame as SyncFrame, FrameType, HEADER_LEN};
 use tandem_sync::{FrameEncoder, Put, TokenBucket};
@@ -181,7 +181,31 @@ struct EncSink<'a> {
     bulk: bool,
 }
 
-impl EncSink<'_> {
+impl<'a> EncSink<'a> {
+    /// The live stream's sink of `r` (its rate limiter spent by creates when `limited`).
+    fn live(r: &'a mut Repl, now: u64, limited: bool) -> Self {
+        EncSink {
+            enc: &mut r.live,
+            ws: &r.ws,
+            c: &mut r.c,
+            bucket: if limited { Some(&mut r.bucket) } else { None },
+            now,
+            bulk: false,
+        }
+    }
+
+    /// The bulk encoder's sink of `r`.
+    fn bulk(r: &'a mut Repl, now: u64) -> Self {
+        EncSink {
+            enc: &mut r.bulk_enc,
+            ws: &r.ws,
+            c: &mut r.c,
+            bucket: None,
+            now,
+            bulk: true,
+        }
+    }
+
     fn overflow(&mut self, records: u64) {
         self.c.overflow += records;
         self.ws.shared.overflowed.store(true, Ordering::Release);
@@ -244,6 +268,31 @@ impl RecordSink for EncSink<'_> {
                     self.overflow(1);
                 }
             }
+        }
+    }
+}
+
+/// Where the shard's records go: the live encoder with replication
+/// configured, nowhere without.
+enum LiveSink<'a> {
+    Enc(EncSink<'a>),
+    Null,
+}
+
+impl<'a> LiveSink<'a> {
+    fn of(repl: &'a mut Option<Repl>, now: u64, limited: bool) -> Self {
+        match repl {
+            Some(r) => LiveSink::Enc(EncSink::live(r, now, limited)),
+            None => LiveSink::Null,
+        }
+    }
+}
+
+impl RecordSink for LiveSink<'_> {
+    #[inline]
+    fn put(&mut self, kind: u8, op: u8, key: u64, payload: &[u8]) {
+        if let LiveSink::Enc(s) = self {
+            s.put(kind, op, key, payload);
         }
     }
 }
@@ -327,22 +376,8 @@ impl Stateful {
         ip: &mut [u8],
     ) -> Result<(), DropReason> {
         let now = ns(now);
-        match self.repl.as_mut() {
-            Some(r) => {
-                let mut sink = EncSink {
-                    enc: &mut r.live,
-                    ws: &r.ws,
-                    c: &mut r.c,
-                    bucket: Some(&mut r.bucket),
-                    now,
-                    bulk: false,
-                };
-                self.shard.commit(now, lookup, out_if as u16, ip, &mut sink)
-            }
-            None => self
-                .shard
-                .commit(now, lookup, out_if as u16, ip, &mut NullSink),
-        }
+        let mut sink = LiveSink::of(&mut self.repl, now, true);
+        self.shard.commit(now, lookup, out_if as u16, ip, &mut sink)
     }
 
     /// Replicates an ARP entry that just resolved or changed MAC (active).
@@ -354,15 +389,12 @@ impl Stateful {
             ip: ip.to_be_bytes(),
             age_ms: U32::new(0),
         };
-        let mut sink = EncSink {
-            enc: &mut r.live,
-            ws: &r.ws,
-            c: &mut r.c,
-            bucket: None,
-            now: ns(now),
-            bulk: false,
-        };
-        sink.put(KIND_ARP, OP_UPSERT, arp_key(port, ip), rec.as_bytes());
+        EncSink::live(r, ns(now), false).put(
+            KIND_ARP,
+            OP_UPSERT,
+            arp_key(port, ip),
+            rec.as_bytes(),
+        );
     }
 
     /// Is anything waiting for this stage besides packets (inbound frames,
@@ -396,20 +428,9 @@ impl Stateful {
         self.last_sweep = t;
         let budget = ((self.capacity as u128 * u128::from(dt)) / u128::from(SWEEP_PERIOD_NS))
             .clamp(SWEEP_MIN as u128, SWEEP_MAX as u128) as usize;
-        let expired = match self.repl.as_mut() {
-            Some(r) => {
-                let mut sink = EncSink {
-                    enc: &mut r.live,
-                    ws: &r.ws,
-                    c: &mut r.c,
-                    bucket: None,
-                    now: t,
-                    bulk: false,
-                };
-                self.shard.expire(t, budget, &mut sink)
-            }
-            None => self.shard.expire(t, budget, &mut NullSink),
-        };
+        let expired = self
+            .shard
+            .expire(t, budget, &mut LiveSink::of(&mut self.repl, t, false));
         busy |= expired > 0;
         if let Some(r) = self.repl.as_mut() {
             if r.bulk.is_some() {
@@ -554,20 +575,8 @@ impl Stateful {
                 let _ = reply.try_send((c as u64, x as u64, s as u64));
             }
             StatefulCommand::SaAdd { sa, reply } => {
-                let res = match self.repl.as_mut() {
-                    Some(r) => {
-                        let mut sink = EncSink {
-                            enc: &mut r.live,
-                            ws: &r.ws,
-                            c: &mut r.c,
-                            bucket: None,
-                            now: t,
-                            bulk: false,
-                        };
-                        self.shard.sa_add(t, *sa, &mut sink)
-                    }
-                    None => self.shard.sa_add(t, *sa, &mut NullSink),
-                };
+                let mut sink = LiveSink::of(&mut self.repl, t, false);
+                let res = self.shard.sa_add(t, *sa, &mut sink);
                 let _ = reply.try_send(res);
             }
             StatefulCommand::SaRemove {
@@ -575,20 +584,8 @@ impl Stateful {
                 direction,
                 reply,
             } => {
-                let res = match self.repl.as_mut() {
-                    Some(r) => {
-                        let mut sink = EncSink {
-                            enc: &mut r.live,
-                            ws: &r.ws,
-                            c: &mut r.c,
-                            bucket: None,
-                            now: t,
-                            bulk: false,
-                        };
-                        self.shard.sa_remove(spi, direction, &mut sink)
-                    }
-                    None => self.shard.sa_remove(spi, direction, &mut NullSink),
-                };
+                let mut sink = LiveSink::of(&mut self.repl, t, false);
+                let res = self.shard.sa_remove(spi, direction, &mut sink);
                 let _ = reply.try_send(res);
             }
             StatefulCommand::BulkSync => self.start_bulk(arp.len()),
@@ -757,14 +754,7 @@ fn bulk_step(shard: &Shard, r: &mut Repl, now: Timestamp, arp: &ArpTable) -> boo
             // The ARP table is small (its capacity is a few thousand at
             // most): sent in one step once there are buffers for all of it.
             if r.ws.pool.available() >= buffers_for(arp.len(), TYPICAL_RECORD, frame) {
-                let mut sink = EncSink {
-                    enc: &mut r.bulk_enc,
-                    ws: &r.ws,
-                    c: &mut r.c,
-                    bucket: None,
-                    now: t,
-                    bulk: true,
-                };
+                let mut sink = EncSink::bulk(r, t);
                 let mut n = 0;
                 arp.for_each(now, |e| {
                     if e.state == ArpState::Incomplete {
@@ -792,14 +782,7 @@ fn bulk_step(shard: &Shard, r: &mut Repl, now: Timestamp, arp: &ArpTable) -> boo
             if r.ws.pool.available() >= buffers_for(BULK_PER_ITER, MAX_RECORD, frame) {
                 let n = r.bucket.try_take(t, BULK_PER_ITER as u64) as usize;
                 if n > 0 {
-                    let mut sink = EncSink {
-                        enc: &mut r.bulk_enc,
-                        ws: &r.ws,
-                        c: &mut r.c,
-                        bucket: None,
-                        now: t,
-                        bulk: true,
-                    };
+                    let mut sink = EncSink::bulk(r, t);
                     let p = shard.bulk(&mut b.cursor, t, &mut sink, n);
                     ship(&mut r.bulk_enc, &r.ws, &mut r.c);
                     r.ws.shared

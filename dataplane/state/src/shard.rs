@@ -264,40 +264,8 @@ fn rewrite(ip: &mut [u8], from: &FlowKey, to: &FlowKey, icmp_request: bool) {
         return;
     };
     match from.proto {
-        P_TCP => {
-            let mut t = TcpPacket::new_unchecked(l4);
-            if from.src != to.src {
-                t.update_checksum_u32(from.src, to.src);
-            }
-            if from.dst != to.dst {
-                t.update_checksum_u32(from.dst, to.dst);
-            }
-            if from.sport != to.sport {
-                t.set_src_port(to.sport);
-                t.update_checksum_u16(from.sport, to.sport);
-            }
-            if from.dport != to.dport {
-                t.set_dst_port(to.dport);
-                t.update_checksum_u16(from.dport, to.dport);
-            }
-        }
-        P_UDP => {
-            let mut u = UdpPacket::new_unchecked(l4);
-            if from.src != to.src {
-                u.update_checksum_u32(from.src, to.src);
-            }
-            if from.dst != to.dst {
-                u.update_checksum_u32(from.dst, to.dst);
-            }
-            if from.sport != to.sport {
-                u.set_src_port(to.sport);
-                u.update_checksum_u16(from.sport, to.sport);
-            }
-            if from.dport != to.dport {
-                u.set_dst_port(to.dport);
-                u.update_checksum_u16(from.dport, to.dport);
-            }
-        }
+        P_TCP => rewrite_ports(&mut TcpPacket::new_unchecked(l4), from, to),
+        P_UDP => rewrite_ports(&mut UdpPacket::new_unchecked(l4), from, to),
         P_ICMP => {
             // The ICMP checksum has no pseudo-header: only the identifier matters.
             let (old, new) = if icmp_request {
@@ -313,6 +281,60 @@ fn rewrite(ip: &mut [u8], from: &FlowKey, to: &FlowKey, icmp_request: bool) {
             }
         }
         _ => {}
+    }
+}
+
+/// The TCP and UDP header operations a tuple rewrite needs (both put their ports and checksum in
+/// the same places of the same computation).
+trait PortHeader {
+    fn set_src_port(&mut self, port: u16);
+    fn set_dst_port(&mut self, port: u16);
+    fn update_checksum_u16(&mut self, old: u16, new: u16);
+    fn update_checksum_u32(&mut self, old: u32, new: u32);
+}
+
+macro_rules! port_header {
+    ($t:ident) => {
+        impl PortHeader for $t<&mut [u8]> {
+            #[inline]
+            fn set_src_port(&mut self, port: u16) {
+                $t::set_src_port(self, port)
+            }
+            #[inline]
+            fn set_dst_port(&mut self, port: u16) {
+                $t::set_dst_port(self, port)
+            }
+            #[inline]
+            fn update_checksum_u16(&mut self, old: u16, new: u16) {
+                $t::update_checksum_u16(self, old, new)
+            }
+            #[inline]
+            fn update_checksum_u32(&mut self, old: u32, new: u32) {
+                $t::update_checksum_u32(self, old, new)
+            }
+        }
+    };
+}
+port_header!(TcpPacket);
+port_header!(UdpPacket);
+
+/// The L4 half of [`rewrite`] for TCP and UDP: addresses into the pseudo-header checksum, ports
+/// into the header and the checksum.
+#[inline]
+fn rewrite_ports(h: &mut impl PortHeader, from: &FlowKey, to: &FlowKey) {
+    if from.src != to.src {
+        h.update_checksum_u32(from.src, to.src);
+    }
+    if from.dst != to.dst {
+        h.update_checksum_u32(from.dst, to.dst);
+    }
+    if from.sport != to.sport {
+        h.set_src_port(to.sport);
+        h.update_checksum_u16(from.sport, to.sport);
+    }
+    if from.dport != to.dport {
+        h.set_dst_port(to.dport);
+        h.update_checksum_u16(from.dport, to.dport);
     }
 }
 
