@@ -82,13 +82,16 @@ pub enum RowKind {
     TandemAfXdp,
     /// tandemd with `backend = "io_uring"`.
     TandemIoUring,
+    /// tandemd with `backend = "io_uring"`, stateful as [`RowKind::TandemAfXdpPat`].
+    TandemIoUringPat,
 }
 
 impl RowKind {
-    pub const ALL: [RowKind; 5] = [
+    pub const ALL: [RowKind; 6] = [
         RowKind::Kernel,
         RowKind::KernelMasquerade,
         RowKind::TandemAfXdpPat,
+        RowKind::TandemIoUringPat,
         RowKind::TandemAfXdp,
         RowKind::TandemIoUring,
     ];
@@ -101,6 +104,7 @@ impl RowKind {
             RowKind::TandemAfXdpPat => "tandem afxdp+conntrack+PAT",
             RowKind::TandemAfXdp => "tandem afxdp",
             RowKind::TandemIoUring => "tandem io_uring",
+            RowKind::TandemIoUringPat => "tandem io_uring+conntrack+PAT",
         }
     }
 
@@ -118,6 +122,7 @@ impl RowKind {
                 "io_uring" | "io-uring" | "uring" | "tandem-io_uring" => {
                     Some(RowKind::TandemIoUring)
                 }
+                "uring-pat" | "io_uring-pat" => Some(RowKind::TandemIoUringPat),
                 _ => None,
             })
     }
@@ -126,14 +131,14 @@ impl RowKind {
     pub fn tandem_backend(self) -> Option<&'static str> {
         match self {
             RowKind::TandemAfXdp | RowKind::TandemAfXdpPat => Some("afxdp"),
-            RowKind::TandemIoUring => Some("io_uring"),
+            RowKind::TandemIoUring | RowKind::TandemIoUringPat => Some("io_uring"),
             _ => None,
         }
     }
 
     /// tandemd rows that run the stateful stage with PAT.
     pub fn tandem_stateful(self) -> bool {
-        self == RowKind::TandemAfXdpPat
+        matches!(self, RowKind::TandemAfXdpPat | RowKind::TandemIoUringPat)
     }
 }
 

@@ -126,25 +126,33 @@ fn kernel_pps(rows: &[RowOutcome]) -> Option<f64> {
 }
 
 /// The stateful bar (issue 4): tandem with conntrack + PAT forwards at least
-/// the pps of the kernel's conntrack + masquerade, both measured in this run.
+/// the pps of the kernel's conntrack + masquerade, both measured in this run;
+/// one line per stateful tandem row (backend) that ran.
 /// Every row sends one UDP flow (pktgen `--flows 1`): one connection through
 /// both stateful units.
-fn stateful_bar(rows: &[RowOutcome]) -> Option<String> {
+fn stateful_bars(rows: &[RowOutcome]) -> Vec<String> {
     let pps = |k: RowKind| {
         rows.iter()
             .find(|r| r.kind == k)
             .and_then(|r| r.result.as_ref().ok())
             .map(|r| r.median.pps)
     };
-    let tandem = pps(RowKind::TandemAfXdpPat)?;
-    let kernel = pps(RowKind::KernelMasquerade).filter(|p| *p > 0.0)?;
-    let ratio = tandem / kernel;
-    Some(format!(
-        "bar: {} ≥ {} (one UDP flow = one connection in both): {ratio:.2}× — {}",
-        RowKind::TandemAfXdpPat.name(),
-        RowKind::KernelMasquerade.name(),
-        if ratio >= 1.0 { "PASS" } else { "FAIL" }
-    ))
+    let Some(kernel) = pps(RowKind::KernelMasquerade).filter(|p| *p > 0.0) else {
+        return Vec::new();
+    };
+    RowKind::ALL
+        .into_iter()
+        .filter(|k| k.tandem_stateful())
+        .filter_map(|k| {
+            let ratio = pps(k)? / kernel;
+            Some(format!(
+                "bar: {} ≥ {} (one UDP flow = one connection in both): {ratio:.2}× — {}",
+                k.name(),
+                RowKind::KernelMasquerade.name(),
+                if ratio >= 1.0 { "PASS" } else { "FAIL" }
+            ))
+        })
+        .collect()
 }
 
 /// One JSON object per row, one per line. A row that could not run has
@@ -256,7 +264,7 @@ pub fn table(rows: &[RowOutcome], opts: &Options) -> String {
             }
         }
     }
-    if let Some(line) = stateful_bar(rows) {
+    for line in stateful_bars(rows) {
         let _ = writeln!(s, "{line}");
     }
     let mut notes = String::new();
@@ -410,5 +418,21 @@ mod tests {
         assert!(t.contains("1.00"), "{t}");
         assert!(t.contains("tandem io_uring") && t.contains("FAILED"), "{t}");
         assert!(t.contains("did not start"), "{t}");
+    }
+
+    #[test]
+    fn stateful_bar_judges_each_stateful_backend_against_masquerade() {
+        let rows = [
+            outcome(RowKind::KernelMasquerade, Some(200_000.0)),
+            outcome(RowKind::TandemAfXdpPat, Some(190_000.0)),
+            outcome(RowKind::TandemIoUringPat, Some(230_000.0)),
+            outcome(RowKind::TandemIoUring, Some(400_000.0)),
+        ];
+        let bars = stateful_bars(&rows);
+        assert_eq!(bars.len(), 2, "{bars:?}");
+        assert!(bars[0].contains("afxdp+conntrack+PAT") && bars[0].contains("0.95× — FAIL"));
+        assert!(bars[1].contains("io_uring+conntrack+PAT") && bars[1].contains("1.15× — PASS"));
+        // Without the kernel's row there is nothing to compare with.
+        assert!(stateful_bars(&rows[1..]).is_empty());
     }
 }
