@@ -24,9 +24,10 @@
 //! realtime_priority = 0           # 0..=99; > 0 runs the workers, the HA and the replication
 //!                                 #   thread at SCHED_FIFO this priority (needs CAP_SYS_NICE; refused with
 //!                                 #   a busy_poll profile); 0/absent: time-sharing
-//! cpu_latency_us = 0              # optional, 0..=1000000; holds a PM QoS CPU wake-up latency
-//!                                 #   request (/dev/cpu_dma_latency) while tandemd runs; 0: idle
-//!                                 #   CPUs poll instead of halting. Absent: no request
+//! cpu_latency_us = 0              # optional, 0..=1000000 or "off"; holds a PM QoS CPU wake-up
+//!                                 #   latency request (/dev/cpu_dma_latency) while tandemd runs; 0:
+//!                                 #   idle CPUs poll instead of halting. Absent: the profile's
+//!                                 #   run.cpu_latency_us (appliance profiles: 0; lab: none)
 //!
 //! [[interface]]                   # one per data interface, at most the profile's interfaces.max
 //! name = "outside"                # required; the seeds' nameif, unique
@@ -171,9 +172,19 @@ pub struct UnitSection {
     /// message); 0 or absent: time-sharing.
     #[serde(default)]
     pub realtime_priority: Option<u32>,
-    /// PM QoS CPU wake-up latency held while running, µs.
+    /// PM QoS CPU wake-up latency held while running, µs, or `"off"`;
+    /// absent: the profile's `run.cpu_latency_us`.
     #[serde(default)]
-    pub cpu_latency_us: Option<u32>,
+    pub cpu_latency_us: Option<CpuLatencySetting>,
+}
+
+/// `unit.cpu_latency_us` as written: a latency in µs, or a word (`"off"`,
+/// to hold no request where the profile would).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum CpuLatencySetting {
+    Us(u32),
+    Word(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -264,6 +275,9 @@ pub struct Unit {
     pub realtime_priority: u8,
     /// PM QoS CPU wake-up latency request held while tandemd runs, µs.
     pub cpu_latency_us: Option<u32>,
+    /// Where `cpu_latency_us` came from: the profile's default (true) or
+    /// the unit's own key.
+    pub cpu_latency_from_profile: bool,
 }
 
 /// Highest `unit.realtime_priority` (Linux SCHED_FIFO priorities are 1..=99).
@@ -438,7 +452,7 @@ impl ConfigFile {
     /// `profile` (interface count, MTU vs frame size, route table capacity).
     pub fn validate(&self, profile: &HwProfile) -> Result<UnitConfig, Problems> {
         let mut p = Problems::default();
-        let unit = self.validate_unit(&mut p);
+        let unit = self.validate_unit(profile, &mut p);
         let interfaces = self.validate_interfaces(profile, &mut p);
         let routes = self.validate_routes(profile, &interfaces, &mut p);
         let arp = self.validate_arp(&mut p);
@@ -474,7 +488,7 @@ impl ConfigFile {
         })
     }
 
-    fn validate_unit(&self, p: &mut Problems) -> Unit {
+    fn validate_unit(&self, profile: &HwProfile, p: &mut Problems) -> Unit {
         let u = &self.unit;
         if u.name.is_empty() || u.name.len() > 32 || !valid_word(&u.name) {
             p.push(
@@ -515,15 +529,35 @@ impl ConfigFile {
             0,
             u64::from(MAX_REALTIME_PRIORITY),
         );
-        if let Some(us) = u.cpu_latency_us {
-            in_range(
-                p,
-                "unit.cpu_latency_us",
-                u64::from(us),
-                0,
-                u64::from(MAX_CPU_LATENCY_US),
-            );
-        }
+        // The unit's key wins; absent, the profile's default (appliance
+        // profiles keep idle CPUs polling, as the appliances' data planes
+        // never sleep); "off" holds no request even then.
+        let (cpu_latency_us, cpu_latency_from_profile) = match &u.cpu_latency_us {
+            Some(CpuLatencySetting::Us(us)) => {
+                in_range(
+                    p,
+                    "unit.cpu_latency_us",
+                    u64::from(*us),
+                    0,
+                    u64::from(MAX_CPU_LATENCY_US),
+                );
+                (Some(*us), false)
+            }
+            Some(CpuLatencySetting::Word(w)) if w == "off" => (None, false),
+            Some(CpuLatencySetting::Word(w)) => {
+                p.push(
+                    "unit.cpu_latency_us",
+                    format!(
+                        "{w:?} is neither a latency in µs (0..={MAX_CPU_LATENCY_US}) nor \"off\""
+                    ),
+                );
+                (None, false)
+            }
+            None => (
+                profile.run.cpu_latency_us,
+                profile.run.cpu_latency_us.is_some(),
+            ),
+        };
         Unit {
             name: u.name.clone(),
             profile: u.profile.clone(),
@@ -533,7 +567,8 @@ impl ConfigFile {
             control_socket: socket,
             realtime_priority: u8::try_from(realtime_priority.min(MAX_REALTIME_PRIORITY))
                 .unwrap_or(0),
-            cpu_latency_us: u.cpu_latency_us,
+            cpu_latency_us,
+            cpu_latency_from_profile,
         }
     }
 
@@ -1206,5 +1241,53 @@ interface = "inside"
             off.validate(&profile).is_ok(),
             "0 is allowed with busy_poll"
         );
+    }
+
+    #[test]
+    fn cpu_latency_defaults_to_the_profile_and_the_unit_key_wins() {
+        let mut profile = lab();
+        let check = |profile: &HwProfile, keys: &str| {
+            ConfigFile::parse(&with_unit_keys(keys), "test.toml")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .validate(profile)
+        };
+        // The lab profile asks for nothing.
+        let u = check(&profile, "").unwrap().unit;
+        assert_eq!(
+            (u.cpu_latency_us, u.cpu_latency_from_profile),
+            (None, false)
+        );
+        profile.run.cpu_latency_us = Some(0);
+        let u = check(&profile, "").unwrap().unit;
+        assert_eq!(
+            (u.cpu_latency_us, u.cpu_latency_from_profile),
+            (Some(0), true)
+        );
+        let u = check(&profile, "cpu_latency_us = 20").unwrap().unit;
+        assert_eq!(
+            (u.cpu_latency_us, u.cpu_latency_from_profile),
+            (Some(20), false)
+        );
+        let u = check(&profile, "cpu_latency_us = \"off\"").unwrap().unit;
+        assert_eq!(
+            (u.cpu_latency_us, u.cpu_latency_from_profile),
+            (None, false)
+        );
+        let text = check(&profile, "cpu_latency_us = \"low\"")
+            .expect_err("a word other than off")
+            .to_string();
+        assert!(
+            text.contains("unit.cpu_latency_us: \"low\" is neither a latency in µs"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_appliance_profiles_keep_idle_cpus_polling_and_the_lab_does_not() {
+        for (name, text) in SHIPPED {
+            let p = HwProfile::parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let want = if *name == "lab" { None } else { Some(0) };
+            assert_eq!(p.run.cpu_latency_us, want, "{name}");
+        }
     }
 }

@@ -109,10 +109,13 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(
-        "unit.cpu_latency_us = {us}: cannot hold the CPU wake-up latency request \
-         (/dev/cpu_dma_latency): {source} (needs root; remove the key to run without it)"
+        "{origin} = {us}: cannot hold the CPU wake-up latency request \
+         (/dev/cpu_dma_latency): {source} (needs root; unit.cpu_latency_us = \"off\" runs \
+         without it)"
     )]
     CpuLatency {
+        /// The key the latency came from (the unit's, or the profile's default).
+        origin: String,
         us: u32,
         #[source]
         source: std::io::Error,
@@ -820,9 +823,19 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
     // CPU is not a (virtual) CPU coming out of halt.
     let _cpu_latency = match cfg.unit.cpu_latency_us {
         Some(us) => {
-            let r = tandem_io::sched::CpuLatencyRequest::hold(us)
-                .map_err(|source| DaemonError::CpuLatency { us, source })?;
-            tracing::info!(cpu_latency_us = us, "holding a CPU wake-up latency request");
+            let origin = if cfg.unit.cpu_latency_from_profile {
+                format!("profile {} run.cpu_latency_us", profile.name())
+            } else {
+                "unit.cpu_latency_us".to_string()
+            };
+            let r = tandem_io::sched::CpuLatencyRequest::hold(us).map_err(|source| {
+                DaemonError::CpuLatency {
+                    origin: origin.clone(),
+                    us,
+                    source,
+                }
+            })?;
+            tracing::info!(cpu_latency_us = us, from = %origin, "holding a CPU wake-up latency request");
             Some(r)
         }
         None => None,

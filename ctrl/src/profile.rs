@@ -41,6 +41,7 @@
 //! spin_us = 50                   # spin_then_block only: poll this long before blocking
 //! block_ms = 1                   # spin_then_block only: longest block before re-checking commands
 //! tx_flush_us = 50               # flush a partial TX batch after this long
+//! cpu_latency_us = 0             # optional: default of unit.cpu_latency_us (0: idle CPUs poll)
 //!
 //! [replication]
 //! connections_per_s = 100000     # connection creates/s the state link is sized for
@@ -176,6 +177,10 @@ pub struct Run {
     #[serde(default)]
     pub block_ms: Option<u64>,
     pub tx_flush_us: u64,
+    /// Default of `unit.cpu_latency_us` for units of this class (absent: no
+    /// request).
+    #[serde(default)]
+    pub cpu_latency_us: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -564,6 +569,15 @@ impl HwProfile {
             }
         }
         range(&mut p, "run.tx_flush_us", r.tx_flush_us, 1, 100_000);
+        if let Some(us) = r.cpu_latency_us {
+            range(
+                &mut p,
+                "run.cpu_latency_us",
+                u64::from(us),
+                0,
+                u64::from(crate::config::MAX_CPU_LATENCY_US),
+            );
+        }
         range(
             &mut p,
             "replication.connections_per_s",
@@ -1127,6 +1141,12 @@ mod tests {
                 "block_ms = 0",
                 "run.block_ms",
                 "0 is out of range 1..=1000",
+            ),
+            (
+                "tx_flush_us = 50",
+                "tx_flush_us = 50\ncpu_latency_us = 1000001",
+                "run.cpu_latency_us",
+                "1000001 is out of range 0..=1000000",
             ),
             (
                 "idle = \"spin_then_block\"",
