@@ -444,6 +444,69 @@ fn tandemd_refuses_to_start_without_its_realtime_priority() {
     assert!(!sock.exists(), "control socket removed");
 }
 
+/// A profile's `run.cpu_latency_us` is the unit's default: tandemd holds
+/// the request when the unit says nothing and names where it came from;
+/// `cpu_latency_us = "off"` in the unit holds none.
+#[test]
+fn tandemd_holds_the_profiles_cpu_latency_unless_the_unit_says_off() {
+    let test = "tandemd_holds_the_profiles_cpu_latency_unless_the_unit_says_off";
+    if !have_privileges(test) {
+        return;
+    }
+    let (_client, unit, _server) = gateway_namespaces();
+    let dir = TempDir::new(test);
+    // The lab profile, renamed, with the appliance profiles' default.
+    let lab = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../hw-profiles/lab.toml"),
+    )
+    .unwrap();
+    let polling = lab
+        .replacen("name = \"lab\"", "name = \"lab-polling\"", 1)
+        .replacen(
+            "tx_flush_us = 50",
+            "tx_flush_us = 50\ncpu_latency_us = 0",
+            1,
+        );
+    assert!(polling.contains("cpu_latency_us = 0") && polling.contains("lab-polling"));
+    let profile = dir.path().join("lab-polling.toml");
+    std::fs::write(&profile, polling).unwrap();
+    for (unit_key, held) in [("", true), ("cpu_latency_us = \"off\"", false)] {
+        let sock = dir.path().join("gwtest.sock");
+        let cfg = dir.path().join("gwtest.toml");
+        let text = config(&sock, "io_uring", "out0", "in0").replacen(
+            "profile = \"lab\"",
+            &format!("profile = \"{}\"\n{unit_key}", profile.display()),
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let log = dir.path().join(format!("tandemd-{held}.log"));
+        let child = spawn_tandemd(&unit, &[], &cfg, &log);
+        let mut d = Daemon { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tandemctl(&sock, &["show", "version"]).0 != 0 {
+            if let Some(code) = d.wait_exit(Duration::from_millis(100)) {
+                panic!("tandemd exited {code:?} during start:\n{}", d.log());
+            }
+            assert!(Instant::now() < deadline, "tandemd not ready:\n{}", d.log());
+        }
+        let log = d.log();
+        let holding = log.contains("holding a CPU wake-up latency request");
+        assert_eq!(holding, held, "unit key {unit_key:?}:\n{log}");
+        if held {
+            assert!(
+                log.contains("from=profile lab-polling run.cpu_latency_us"),
+                "{log}"
+            );
+        }
+        // By the pid of the child this test spawned.
+        Command::new("kill")
+            .args(["-TERM", &d.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0), "{}", d.log());
+    }
+}
+
 #[test]
 fn tandemd_afxdp_forwards_answers_and_stops_cleanly() {
     smoke(
