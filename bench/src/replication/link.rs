@@ -665,9 +665,23 @@ fn link_counters(pair: &Pair) -> (String, LinkCounters) {
     (text, c)
 }
 
+/// Kernel threads whose time the lag rows report besides their own threads': the softirq
+/// threads (veth delivers a frame in the sender's softirq, and work the kernel defers runs in
+/// these time-sharing threads, which real-time threads can keep waiting), and threads that hold
+/// a CPU for milliseconds on this non-preempting kernel: DAMON's `kdamond` (on this VM a
+/// proactive-reclaim scheme that runs 2–6 ms every 0.5 s, seen with `perf sched`), RCU's
+/// grace-period thread and kswapd.
+const KERNEL_THREADS: [&str; 5] = [
+    "ksoftirqd/",
+    "kdamond.",
+    "rcu_preempt",
+    "rcu_sched",
+    "kswapd",
+];
+
 /// Per thread of this process: `(name, run-queue wait ns, on-CPU ns)` from
-/// `/proc/self/task/*/schedstat`, and of the kernel's `ksoftirqd/N` threads. The replication
-/// threads are renamed `repl-active` and `repl-standby`.
+/// `/proc/self/task/*/schedstat`, and of the [`KERNEL_THREADS`]. The replication threads are
+/// renamed `repl-active` and `repl-standby`.
 fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
     // The main thread only waits for the row (and is named like the pair's threads).
     let main = u64::from(std::process::id());
@@ -686,15 +700,12 @@ fn sched_snapshot() -> Vec<(u64, String, u64, u64)> {
         let (run, wait) = schedstat(&e.path());
         v.push((tid, comm.trim().to_string(), wait, run));
     }
-    // The kernel's softirq threads: veth delivers a frame in the sender's
-    // softirq, and work the kernel defers runs in these time-sharing threads,
-    // which real-time threads can keep waiting.
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
             continue;
         };
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("ksoftirqd/") {
+        if !KERNEL_THREADS.iter().any(|k| comm.starts_with(k)) {
             continue;
         }
         let (run, wait) = schedstat(&e.path());
