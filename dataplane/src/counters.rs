@@ -188,9 +188,12 @@ counters! {
     /// Live IPsec SAs (a gauge).
     sas,
     /// Dropped: a later IPv4 fragment whose datagram's first fragment did
-    /// not pass (none seen, reordered, timed out), or a TCP fragment at
-    /// offset 8 (RFC 1858).
+    /// not pass (refused, or not come within the hold time, or no room to
+    /// hold it meanwhile), or a TCP fragment at offset 8 (RFC 1858).
     drop_fragment,
+    /// Later IPv4 fragments held because they came before their datagram's
+    /// first (reordered): each then passes behind it or is dropped.
+    fragments_held,
     /// Later IPv4 fragments passed after their datagram's first, translated
     /// like it (virtual reassembly).
     fragments_passed,

@@ -66,6 +66,7 @@ use std::net::Ipv4Addr;
 
 use crossbeam_channel::Sender;
 use tandem_io::{Backend, Frame, PortId};
+use tandem_state::frag::{fragment, FragKey, Fragment};
 use tandem_wire::builder::{echo_reply_in_place, emit_arp_frame, IcmpError};
 use tandem_wire::ethernet::HEADER_LEN as ETH_LEN;
 use tandem_wire::icmpv4::{icmp_error_allowed, message, quote_len};
@@ -78,6 +79,8 @@ use tandem_wire::{
 use crate::arp::{ArpEvent, ArpRecord, ArpState, ArpTable, Learned, Resolution};
 use crate::config::{is_unicast, mask, ArpTimers, ConfigError, DataplaneConfig};
 use crate::counters::{Counters, PortCounters};
+use crate::fraghold::{FragHold, HOLD_PER_DATAGRAM};
+use crate::handoff::Steer;
 use crate::ownership::{InterfaceOwnership, Ownership, OwnershipError, Role, Subnet};
 use crate::punt::{InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM};
 use crate::route::{RouteEntry, RouteTable};
@@ -123,6 +126,9 @@ enum Action {
     Punt,
     /// Another worker owns the flow (`crate::handoff`): copy it there, free it.
     Handoff { to: usize },
+    /// A later IPv4 fragment before its datagram's first: hold it
+    /// (`crate::fraghold`) until a first fragment of `key` comes.
+    HoldFragment { key: FragKey },
 }
 
 struct Verdict {
@@ -175,6 +181,11 @@ pub struct Forwarder {
     /// `crate::handoff`). Taken out while frames handed to this worker are
     /// processed, so those are never steered again.
     handoff: Option<Box<crate::handoff::Handoff>>,
+    /// Later fragments waiting for their first (`crate::fraghold`).
+    frag_hold: Box<FragHold>,
+    /// Held fragments are being run again: one that still finds no first
+    /// is dropped, not held again.
+    releasing: bool,
 }
 
 impl Forwarder {
@@ -249,6 +260,8 @@ impl Forwarder {
             garp_next: Timestamp::NEVER,
             stateful,
             handoff: None,
+            frag_hold: Box::default(),
+            releasing: false,
         })
     }
 
@@ -625,9 +638,10 @@ impl Forwarder {
         self.arp.state(now, port, u32::from(ip))
     }
 
-    /// Frames held awaiting ARP resolution.
+    /// Frames held: awaiting ARP resolution, or later fragments awaiting
+    /// their first (`crate::fraghold`).
     pub fn held_frames(&self) -> usize {
-        self.arp.held_len()
+        self.arp.held_len() + self.frag_hold.len()
     }
 
     /// Starts a burst of `garp_count` gratuitous ARP announcements for every
@@ -644,7 +658,11 @@ impl Forwarder {
 
     /// The earliest time `handle_timeout` has work, if any timer is armed.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let t = self.arp.poll_timeout().min(self.garp_next);
+        let held = self
+            .frag_hold
+            .next_expiry()
+            .map_or(Timestamp::NEVER, Timestamp::from_nanos);
+        let t = self.arp.poll_timeout().min(self.garp_next).min(held);
         (t != Timestamp::NEVER).then_some(t)
     }
 
@@ -679,6 +697,12 @@ impl Forwarder {
         f: Frame,
         out: &mut TxBatches,
     ) {
+        // Only while something is held: is this the first fragment it waits for?
+        let first = if self.frag_hold.is_empty() {
+            None
+        } else {
+            first_fragment(backend.frame(f))
+        };
         let v = {
             let buf = backend.frame_mut(f);
             let len = (f.len as usize).min(buf.len());
@@ -721,12 +745,55 @@ impl Forwarder {
                 }
                 backend.free(f);
             }
+            Action::HoldFragment { key } => {
+                match self.frag_hold.hold(now.as_nanos(), key, f, rx_port) {
+                    Ok(()) => self.local.counters.fragments_held += 1,
+                    Err(_) => {
+                        self.local.counters.drop_fragment += 1;
+                        backend.free(f);
+                    }
+                }
+            }
         }
         if let Some((port, ip, mac)) = v.probe {
             self.local.send_arp(backend, out, port, mac, ip, false);
         }
         if let Some(i) = v.resolved {
             self.release(backend, out, i);
+        }
+        if let Some(key) = first {
+            self.release_fragments(now, backend, out, &key);
+        }
+    }
+
+    /// Runs the later fragments held for `key`'s datagram again, right after
+    /// one of its first fragments: they now follow it (or, if it was refused,
+    /// are dropped).
+    fn release_fragments(
+        &mut self,
+        now: Timestamp,
+        backend: &mut dyn Backend,
+        out: &mut TxBatches,
+        key: &FragKey,
+    ) {
+        let mut held = [(Frame::default(), 0); HOLD_PER_DATAGRAM];
+        let n = self.frag_hold.take(key, &mut held);
+        let was = core::mem::replace(&mut self.releasing, true);
+        for &(f, port) in &held[..n] {
+            self.process_frame(now, backend, port, f, out);
+        }
+        self.releasing = was;
+    }
+
+    /// The verdict on a later fragment whose first has not passed: hold it,
+    /// unless it is being run again after its first (which then did not
+    /// pass).
+    fn await_first(&mut self, key: FragKey) -> Verdict {
+        if self.releasing {
+            self.local.counters.drop_fragment += 1;
+            Action::Drop.into()
+        } else {
+            Action::HoldFragment { key }.into()
         }
     }
 
@@ -779,6 +846,11 @@ impl Forwarder {
         backend: &mut dyn Backend,
         out: &mut TxBatches,
     ) {
+        while let Some(f) = self.frag_hold.take_expired(now.as_nanos()) {
+            // Their first did not come (or was refused) within the hold time.
+            self.local.counters.drop_fragment += 1;
+            backend.free(f);
+        }
         let local = &mut self.local;
         let forwarding = self.role == Role::Forwarding;
         let mut stateful = self.stateful.as_deref_mut();
@@ -907,9 +979,12 @@ impl Forwarder {
                 if let (Some(h), Some(st)) = (self.handoff.as_deref_mut(), self.stateful.as_deref())
                 {
                     if self.role == Role::Forwarding {
-                        let to = h.owner(now.as_nanos(), st.shard(), &buf[ETH_LEN..len]);
-                        if to != h.worker() {
-                            return Action::Handoff { to }.into();
+                        match h.owner(now.as_nanos(), st.shard(), &buf[ETH_LEN..len]) {
+                            Steer::Worker(to) if to != h.worker() => {
+                                return Action::Handoff { to }.into();
+                            }
+                            Steer::Worker(_) => {}
+                            Steer::AwaitFirst(key) => return self.await_first(key),
                         }
                     }
                 }
@@ -1097,6 +1172,9 @@ impl Forwarder {
                     // Counted by the shard (merged into the counters by name);
                     // traffic to the unit itself is not the shard's business.
                     if !self.owned(dst) {
+                        if let Some(key) = lk.awaiting_first() {
+                            return self.await_first(key);
+                        }
                         return Action::Drop.into();
                     }
                 } else if lk.is_existing() || route_dst != dst {
@@ -1366,5 +1444,17 @@ impl Local {
             port: rx_port,
             len: frame_len,
         }
+    }
+}
+
+/// The datagram of `frame` when it is an IPv4 first fragment (offset 0, more
+/// to come).
+fn first_fragment(frame: &[u8]) -> Option<FragKey> {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) {
+        return None;
+    }
+    match fragment(frame.get(ETH_LEN..)?) {
+        Some(Fragment::First { key, .. }) => Some(key),
+        _ => None,
     }
 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tandem_io::wake::WakeFd;
-use tandem_state::frag::{fragment, FragTable, Fragment};
+use tandem_state::frag::{fragment, FragKey, FragTable, Fragment};
 use tandem_state::Shard;
 
 /// Ring slots per directed pair of workers at most, and at least.
@@ -168,6 +168,16 @@ pub fn mesh(slots: usize, frame_size: usize, wakes: &[Arc<WakeFd>]) -> Vec<Hando
     ends
 }
 
+/// Where [`Handoff::owner`] sends a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Steer {
+    /// The worker owning its flow.
+    Worker(usize),
+    /// A later fragment of this datagram, whose first fragment has not come
+    /// through this worker (yet).
+    AwaitFirst(FragKey),
+}
+
 impl Handoff {
     /// This worker's index.
     pub fn worker(&self) -> usize {
@@ -179,35 +189,37 @@ impl Handoff {
         self.workers
     }
 
-    /// The worker owning the flow of `ip` (an IPv4 datagram): `Shard::owner`,
-    /// except for a fragmented datagram. Its first fragment steers by its
-    /// ports like any packet, and the worker it goes to is remembered; its
-    /// later fragments, which carry no ports, go to the same worker, whose
-    /// shard holds their translation (`tandem_state::frag`). A datagram's
-    /// fragments arrive on one queue (NICs hash fragments, the first
-    /// included, on addresses alone; a veth or socket sends them in one go),
-    /// so this worker sees its first before its later ones. `now` in ns.
-    pub(crate) fn owner(&mut self, now: u64, shard: &Shard, ip: &[u8]) -> usize {
-        let to = match fragment(ip) {
+    /// Where `ip` (an IPv4 datagram) goes: the worker owning its flow
+    /// (`Shard::owner`), except for a fragmented datagram. Its first fragment
+    /// steers by its ports like any packet, and the worker it goes to is
+    /// remembered; its later fragments, which carry no ports, go to the same
+    /// worker, whose shard holds their translation (`tandem_state::frag`). A
+    /// datagram's fragments arrive on one queue (NICs hash fragments, the
+    /// first included, on addresses alone; a veth or socket sends them in one
+    /// go), so this worker sees its first before its later ones, unless they
+    /// were reordered on the way: a later fragment whose first this worker
+    /// has not seen is [`Steer::AwaitFirst`] (the forwarder holds it,
+    /// `crate::fraghold`). `now` in ns.
+    pub(crate) fn owner(&mut self, now: u64, shard: &Shard, ip: &[u8]) -> Steer {
+        match fragment(ip) {
             Some(Fragment::First { key, len }) => {
                 let to = shard.owner(ip);
-                // Full: its later fragments steer by address (and are
-                // dropped unless that is the same worker), counted there.
+                // Full: its later fragments are held and then dropped
+                // (counted), as if their first had not come.
                 let _ = self.frag_owner.first(now, key, len, to);
-                to
+                Steer::Worker(usize::from(to))
             }
             Some(Fragment::Later {
                 key,
                 offset,
                 len,
                 more,
-            }) => self
-                .frag_owner
-                .later(now, &key, offset, len, more)
-                .unwrap_or_else(|| shard.owner(ip)),
-            None => shard.owner(ip),
-        };
-        usize::from(to)
+            }) => match self.frag_owner.later(now, &key, offset, len, more) {
+                Some(to) => Steer::Worker(usize::from(to)),
+                None => Steer::AwaitFirst(key),
+            },
+            None => Steer::Worker(usize::from(shard.owner(ip))),
+        }
     }
 
     /// Copies `frame`, received on `port`, into the ring to worker `to`.
@@ -341,21 +353,30 @@ mod tests {
         for i in 0..64u16 {
             let first = fragment(10_000 + i, i, 0, true);
             let later = fragment(0, i, 1, false);
-            let to = h.owner(0, &shard, &first);
+            let Steer::Worker(to) = h.owner(0, &shard, &first) else {
+                panic!("a first fragment steers to a worker");
+            };
             assert_eq!(
                 to,
                 usize::from(shard.owner(&first)),
                 "a first steers by its ports"
             );
             elsewhere += usize::from(usize::from(shard.owner(&later)) != to);
-            assert_eq!(h.owner(1, &shard, &later), to, "datagram {i}");
+            assert_eq!(
+                h.owner(1, &shard, &later),
+                Steer::Worker(to),
+                "datagram {i}"
+            );
         }
         assert!(
             elsewhere > 0,
             "by their addresses alone, some later fragments would have gone to the other worker"
         );
-        // The last fragment ended each datagram: a stray copy steers by address again.
+        // The last fragment ended each datagram: a stray copy awaits a first
+        // again, as does a later fragment that came before its first.
         let stray = fragment(0, 0, 1, false);
-        assert_eq!(h.owner(2, &shard, &stray), usize::from(shard.owner(&stray)));
+        assert!(matches!(h.owner(2, &shard, &stray), Steer::AwaitFirst(k) if k.id == 0));
+        let early = fragment(0, 500, 1, false);
+        assert!(matches!(h.owner(3, &shard, &early), Steer::AwaitFirst(k) if k.id == 500));
     }
 }

@@ -26,6 +26,7 @@ pub mod arp;
 pub mod config;
 pub mod counters;
 pub mod forward;
+pub mod fraghold;
 mod handle;
 pub mod handoff;
 pub mod ownership;

@@ -297,3 +297,46 @@ fn only_stateful_units_with_several_workers_take_rings() {
     let mut single = Forwarder::for_worker(&stateful_config(1024), 0, 1).unwrap();
     assert!(!single.set_handoff(lone));
 }
+
+/// A 2 000-byte UDP datagram from the inside server (source port `sport`)
+/// to the client, in two fragments.
+fn fragmented_udp(sport: u16, id: u16) -> Vec<Vec<u8>> {
+    let b = PacketBuilder::ethernet2(S_MAC, IN_MAC)
+        .ipv4(S_IP.octets(), C_IP.octets(), 64)
+        .udp(sport, 53);
+    let payload = vec![0x5a; 2000];
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, &payload).unwrap();
+    ip_fragments(&v, id, 1480)
+}
+
+#[test]
+fn a_reordered_fragment_waits_on_the_receiving_worker_and_follows_its_first() {
+    let cfg = stateful_config(1024);
+    let mut p = Pair::new(&cfg, Some(64));
+    learn_neighbours(&mut p);
+    // A flow owned by worker 1, whose fragments all arrive on worker 0's queue.
+    let sport = (1024..u16::MAX)
+        .find(|&s| owner(&fragmented_udp(s, 1)[0]) == 1)
+        .expect("a port owned by worker 1");
+    let frags = fragmented_udp(sport, 4242);
+    let out = p.rx(0, 1, &frags[1]);
+    assert!(out[0].is_empty() && out[1].is_empty(), "held");
+    assert_eq!(p.w[0].forwarder().held_frames(), 1);
+    let out = p.rx(0, 1, &frags[0]);
+    assert_eq!(out[0].len(), 2, "both fragments forwarded");
+    let offsets: Vec<u16> = out[0]
+        .iter()
+        .map(|f| {
+            let (_, ip, _) = parse_ipv4(f);
+            assert_eq!(Ipv4Addr::from(ip.source), OUT_IP, "translated");
+            ip.fragment_offset.value()
+        })
+        .collect();
+    assert_eq!(offsets, [0, 185], "the first ahead of the held one");
+    let (c0, c1) = (p.counters(0), p.counters(1));
+    assert_eq!(c0.fragments_held, 1);
+    assert_eq!(c0.handoff_out, 2, "both handed to the flow's owner");
+    assert_eq!((c1.fragments_passed, c1.drop_fragment), (1, 0));
+    assert_eq!(p.w[0].forwarder().held_frames(), 0);
+}

@@ -125,7 +125,8 @@ fn steady_state_batches_allocate_nothing() {
 /// The stateful path (issue 4) in steady state: established PAT flows in
 /// both directions through the stateful stage, the expiry sweep, live
 /// records into state-link frames, frames handed to (and recycled by) the
-/// replication side, and inbound frames applied: no allocation.
+/// replication side, inbound frames applied, and a reordered fragmented
+/// datagram held and released: no allocation.
 #[test]
 fn stateful_batches_of_established_flows_allocate_nothing() {
     use std::net::Ipv4Addr;
@@ -184,6 +185,18 @@ fn stateful_batches_of_established_flows_allocate_nothing() {
         ));
         mix.push((0, udp_flow(53, m, C_MAC, OUT_MAC, C_IP, OUT_IP)));
     }
+    // And a fragmented datagram whose later fragment arrives ahead of its
+    // first: held, then released behind it (`fraghold`).
+    let big = {
+        let bld = etherparse::PacketBuilder::ethernet2(S_MAC, IN_MAC)
+            .ipv4(S_IP.octets(), C_IP.octets(), 64)
+            .udp(30_000, 53);
+        let mut v = Vec::new();
+        bld.write(&mut v, &[9; 2000]).unwrap();
+        ip_fragments(&v, 99, 1480)
+    };
+    mix.push((1, big[1].clone()));
+    mix.push((1, big[0].clone()));
     // The replication side: recycles outbound frames, and feeds one back
     // inbound now and then (stamped with an epoch) so the apply path runs.
     let mut run = |iters: u64, b: &mut MemBackend, now: &mut Timestamp| {
@@ -214,9 +227,10 @@ fn stateful_batches_of_established_flows_allocate_nothing() {
     let forwarded = run(3_000, &mut b, &mut now);
     let during = allocs() - before;
     assert_eq!(during, 0, "allocations in stateful steady state");
-    assert_eq!(forwarded, 3_000 * 16);
+    assert_eq!(forwarded, 3_000 * 18);
     let c = shared.load();
-    assert_eq!((c.conns, c.xlates), (8, 8));
+    assert_eq!((c.conns, c.xlates), (9, 9));
+    assert_eq!((c.fragments_held, c.drop_fragment), (3_500, 0));
     assert!(c.sync_frames_out > 0 && c.sync_records_applied > 0, "{c:?}");
     assert_eq!(
         c.sync_overflow + c.drop_tcp_no_conn + c.drop_security_level,

@@ -908,3 +908,94 @@ fn host_unreachable_about_a_static_nat_frame_quotes_the_mapped_address() {
         "the real address does not leave on the outside"
     );
 }
+
+/// A 2 000-byte UDP datagram from the inside server to the outside client,
+/// in two fragments.
+fn fragmented_udp(id: u16) -> Vec<Vec<u8>> {
+    let payload: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+    ip_fragments(&udp(S_MAC, IN_MAC, S_IP, C_IP, 64, &payload), id, 1480)
+}
+
+/// Reassembles forwarded fragments (in the order given) and checks the
+/// datagram's UDP checksum; returns (source address, source port, payload).
+fn reassemble_udp(frames: &[Vec<u8>]) -> (Ipv4Addr, u16, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut src = None;
+    for f in frames {
+        let (_, ip, body) = parse_ipv4(f);
+        assert_eq!(usize::from(ip.fragment_offset.value()) * 8, data.len());
+        data.extend_from_slice(&body);
+        src = Some(ip.source);
+    }
+    let src = src.expect("fragments");
+    let (h, payload) = etherparse::UdpHeader::from_slice(&data).expect("udp");
+    assert_eq!(
+        h.calc_checksum_ipv4_raw(src, C_IP.octets(), payload)
+            .unwrap(),
+        h.checksum,
+        "UDP checksum of the reassembled datagram"
+    );
+    (Ipv4Addr::from(src), h.source_port, payload.to_vec())
+}
+
+#[test]
+fn a_fragment_before_its_first_is_held_and_follows_it_translated() {
+    let cfg = state_config(1024);
+    let mut u = Unit::new(&cfg, active_config(), Role::Forwarding);
+    learn_neighbours(&mut u);
+    let frags = fragmented_udp(77);
+    assert_eq!(frags.len(), 2);
+    // The later fragment first (reordered on the way): held, nothing out.
+    let out = u.rx(1, &[frags[1].clone()]);
+    assert!(out[0].is_empty() && out[1].is_empty());
+    assert_eq!(u.bl.forwarder().held_frames(), 1);
+    // Its first: both go out, the first ahead, translated alike.
+    let out = u.rx(1, &[frags[0].clone()]);
+    assert_eq!(out[0].len(), 2, "first and held fragment forwarded");
+    let (src, sport, payload) = reassemble_udp(&out[0]);
+    assert_eq!(src, OUT_IP, "PAT to the outside address");
+    assert_ne!(sport, 0);
+    assert_eq!(
+        payload,
+        (0..2000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>()
+    );
+    let c = u.counters();
+    assert_eq!(
+        (c.fragments_held, c.fragments_passed, c.drop_fragment),
+        (1, 1, 0)
+    );
+    assert_eq!(u.bl.forwarder().held_frames(), 0);
+}
+
+#[test]
+fn held_fragments_whose_first_never_passes_are_dropped_and_counted() {
+    let cfg = state_config(1024);
+    let mut u = Unit::new(&cfg, active_config(), Role::Forwarding);
+    learn_neighbours(&mut u);
+    let free = u.b.free_frames();
+    // An orphan: held, then dropped when the hold time is up.
+    let orphan = fragmented_udp(78);
+    u.rx(1, &[orphan[1].clone()]);
+    assert_eq!(u.bl.forwarder().held_frames(), 1);
+    u.step(Duration::from_millis(500));
+    assert_eq!(u.counters().drop_fragment, 0, "still within the hold time");
+    let out = u.step(Duration::from_millis(600));
+    assert!(out[0].is_empty() && out[1].is_empty());
+    assert_eq!(u.counters().drop_fragment, 1);
+    assert_eq!(u.bl.forwarder().held_frames(), 0);
+    // A refused first: outside → inside with no connection. The held later
+    // fragment is dropped with it, at once.
+    let payload = vec![0u8; 2000];
+    let refused = ip_fragments(&udp(C_MAC, OUT_MAC, C_IP, S_IP, 64, &payload), 79, 1480);
+    let out = u.rx(0, &[refused[1].clone()]);
+    assert!(out[0].is_empty() && out[1].is_empty());
+    let out = u.rx(0, &[refused[0].clone()]);
+    assert!(out[0].is_empty() && out[1].is_empty(), "nothing passes");
+    let c = u.counters();
+    assert_eq!(
+        (c.fragments_held, c.fragments_passed, c.drop_fragment),
+        (2, 0, 2)
+    );
+    assert_eq!(u.bl.forwarder().held_frames(), 0);
+    assert_eq!(u.b.free_frames(), free, "every frame back");
+}

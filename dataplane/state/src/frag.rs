@@ -3,14 +3,14 @@
 //! Only a datagram's first fragment carries the L4 header, so only it can be matched to a
 //! connection, checked by the policy and translated. Its verdict is remembered under the
 //! datagram's identity (source, destination, protocol, IP ID) and applied to the later fragments:
-//! they pass with the same address translation, or not at all. Nothing is buffered or
+//! they pass with the same address translation, or not at all. Nothing is
 //! reassembled (the appliance's "virtual reassembly"): the frames go out as they came, and the
 //! receiver reassembles. Ports need no rewriting in later fragments, and the L4 checksum lives in
 //! the first fragment, whose incremental update already covers the whole datagram.
 //!
-//! A later fragment that arrives before its first (reordered on the way) finds no entry and is
-//! dropped (`drop_fragment`): Linux sends a datagram's fragments in order, and the sender's
-//! retransmission covers the rare reordering. An entry ends when every byte of its datagram has
+//! A later fragment that arrives before its first (reordered on the way) finds no entry: the
+//! shard's lookup says so (`Lookup::awaiting_first`) and the forwarder holds the frame until the
+//! first passes (`tandem_dataplane::fraghold`), or drops it (`drop_fragment`). An entry ends when every byte of its datagram has
 //! passed (the last fragment gives the length) or after [`FRAG_TIMEOUT_NS`]; a full table refuses
 //! to remember a first fragment (counted `frag_table_full`), which then passes alone.
 //!

@@ -439,6 +439,10 @@ fn rewrite_icmp_error(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Drop(DropReason),
+    /// A later fragment of a datagram whose first fragment this shard has not seen (yet): the
+    /// forwarder may hold it until the first passes ([`Lookup::awaiting_first`]). Not counted
+    /// here; a drop of [`DropReason::Fragment`] to a caller that does not hold it.
+    AwaitFirst(FragKey),
     /// A later fragment of a datagram whose first fragment passed: its addresses become these.
     Fragment {
         src: u32,
@@ -499,6 +503,18 @@ impl Lookup {
     pub fn drop_reason(&self) -> Option<DropReason> {
         match self.kind {
             Kind::Drop(r) => Some(r),
+            Kind::AwaitFirst(_) => Some(DropReason::Fragment),
+            _ => None,
+        }
+    }
+
+    /// A later fragment that arrived before its datagram's first fragment passed (reordered
+    /// on the way, or its first was refused): the datagram it belongs to. The shard counted
+    /// nothing; the caller holds it until the first passes, or drops and counts it.
+    #[inline]
+    pub fn awaiting_first(&self) -> Option<FragKey> {
+        match self.kind {
+            Kind::AwaitFirst(k) => Some(k),
             _ => None,
         }
     }
@@ -1282,14 +1298,14 @@ impl Shard {
         len: u32,
         more: bool,
     ) -> Lookup {
-        let to = if key.proto == P_TCP && offset == 8 {
-            None
-        } else {
-            self.frags.later(now, &key, offset, len, more)
-        };
-        let Some((src, dst)) = to else {
+        if key.proto == P_TCP && offset == 8 {
             self.counters.count_drop(DropReason::Fragment);
             return Lookup::drop(DropReason::Fragment);
+        }
+        let Some((src, dst)) = self.frags.later(now, &key, offset, len, more) else {
+            let mut lk = Lookup::drop(DropReason::Fragment);
+            lk.kind = Kind::AwaitFirst(key);
+            return lk;
         };
         Lookup {
             kind: Kind::Fragment { src, dst },
@@ -1393,6 +1409,11 @@ impl Shard {
         let lk = lookup;
         match lk.kind {
             Kind::Drop(r) => Err(r),
+            Kind::AwaitFirst(_) => {
+                // The caller did not hold it: a drop like any other.
+                self.counters.count_drop(DropReason::Fragment);
+                Err(DropReason::Fragment)
+            }
             Kind::Fragment { src, dst } => {
                 let mut pkt = Ipv4Packet::new_unchecked(&mut *ip);
                 if lk.key.src != src {

@@ -523,3 +523,26 @@ impl Backend for BurstChanBackend {
         self.mem.stats()
     }
 }
+
+/// Splits an Ethernet + IPv4 frame into IPv4 fragments of at most `size`
+/// payload bytes (a multiple of 8), each with its own header checksum.
+pub fn ip_fragments(frame: &[u8], id: u16, size: usize) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14);
+    let (hdr, payload) = ip.split_at(20);
+    payload
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut h = hdr.to_vec();
+            h[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&id.to_be_bytes());
+            let more = (i + 1) * size < payload.len();
+            let word = ((i * size / 8) as u16) | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&word.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = etherparse::Ipv4Header::from_slice(&h).unwrap().0;
+            h[10..12].copy_from_slice(&c.calc_header_checksum().to_be_bytes());
+            [eth, &h, chunk].concat()
+        })
+        .collect()
+}
