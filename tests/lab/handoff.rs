@@ -185,6 +185,130 @@ fn fragmented_datagrams_cross_both_ways(client: &Netns, server_ns: &Netns) {
     });
 }
 
+/// IPv4 fragments of `payload` sent as UDP from `src:sport` to `dst:dport`, `size` payload
+/// bytes a fragment (a multiple of 8), each an IPv4 datagram with its header checksum; the UDP
+/// checksum covers the whole datagram.
+fn udp_fragments(
+    src: std::net::Ipv4Addr,
+    sport: u16,
+    dst: std::net::Ipv4Addr,
+    dport: u16,
+    id: u16,
+    payload: &[u8],
+    size: usize,
+) -> Vec<Vec<u8>> {
+    fn fold(mut sum: u32) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+    fn add(sum: &mut u32, bytes: &[u8]) {
+        for c in bytes.chunks(2) {
+            *sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    }
+    let ulen = (8 + payload.len()) as u16;
+    let mut udp = [
+        &sport.to_be_bytes()[..],
+        &dport.to_be_bytes(),
+        &ulen.to_be_bytes(),
+        &[0, 0],
+    ]
+    .concat();
+    udp.extend_from_slice(payload);
+    let mut sum = 17 + u32::from(ulen);
+    add(&mut sum, &src.octets());
+    add(&mut sum, &dst.octets());
+    add(&mut sum, &udp);
+    let c = fold(sum);
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    udp.chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let more = (i + 1) * size < udp.len();
+            let word = ((i * size / 8) as u16) | if more { 0x2000 } else { 0 };
+            let mut h = [
+                &[0x45, 0][..],
+                &((20 + chunk.len()) as u16).to_be_bytes(),
+                &id.to_be_bytes(),
+                &word.to_be_bytes(),
+                &[64, 17, 0, 0],
+                &src.octets(),
+                &dst.octets(),
+            ]
+            .concat();
+            let mut hs = 0;
+            add(&mut hs, &h);
+            h[10..12].copy_from_slice(&fold(hs).to_be_bytes());
+            [&h[..], chunk].concat()
+        })
+        .collect()
+}
+
+/// A UDP datagram whose fragments reach the unit in reverse order (reordered on the way, sent
+/// raw from the client): the later ones are held by the worker that receives them and pass
+/// right behind their first (`dataplane/src/fraghold.rs`), through PAT; the server gets the
+/// datagram whole and its echo comes back. Before, the early fragments were dropped.
+fn reordered_fragments_cross(client: &Netns, unit_ns: &Netns, server_ns: &Netns) {
+    let link = unit_ns.ip(&["link", "show", "out0"]).expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout);
+    let mac: Vec<u8> = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("out0's MAC")
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+        .collect();
+    let mac: [u8; 6] = mac.try_into().expect("6 bytes");
+    let bind = |ns: &Netns, at: SocketAddrV4| {
+        let _in = ns.enter().expect("enter namespace");
+        let s = std::net::UdpSocket::bind(at).expect("udp bind");
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        s
+    };
+    let dport = UDP_PORT + 1;
+    let srv = bind(server_ns, SocketAddrV4::new(addr::INSIDE_SERVER, dport));
+    let cli = bind(client, SocketAddrV4::new(addr::OUTSIDE_CLIENT, 0));
+    let sport = cli.local_addr().expect("bound").port();
+    let raw = {
+        let _in = client.enter().expect("enter namespace");
+        tandem_io::l2sock::L2Socket::open("c0", 0x0800).expect("raw socket on c0")
+    };
+    for i in 0..UDP_DATAGRAMS {
+        let sent: Vec<u8> = (0..BIG).map(|b| (b * 13 + i * 5) as u8).collect();
+        let frags = udp_fragments(
+            addr::OUTSIDE_CLIENT,
+            sport,
+            addr::INSIDE_SERVER,
+            dport,
+            0x5100 + i as u16,
+            &sent,
+            1480,
+        );
+        assert_eq!(frags.len(), 3);
+        for f in frags.iter().rev() {
+            raw.send(mac, f).expect("send a fragment");
+        }
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = srv
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("reordered datagram {i} did not reach the server: {e}"));
+        assert_eq!(
+            &buf[..n],
+            &sent[..],
+            "reordered datagram {i} arrived changed"
+        );
+        srv.send_to(&buf[..n], from).expect("echo");
+        let (n, _) = cli
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("the echo of reordered datagram {i} did not return: {e}"));
+        assert_eq!(&buf[..n], &sent[..], "echo of reordered datagram {i}");
+    }
+}
+
 fn run(backend: Kind) {
     tandem_netns::ensure_tool("ethtool", "ethtool").expect("ethtool");
     let client = Netns::new("client").expect("ns");
@@ -364,15 +488,24 @@ mapped = "interface"
     assert!(created >= CONNS as u64, "connections created: {created}");
 
     fragmented_datagrams_cross_both_ways(&client, &server_ns);
+    reordered_fragments_cross(&client, &unit_ns, &server_ns);
     // ICMP: 2 later fragments of each request and of each reply; UDP: 2 of each datagram and
-    // of each echo. The workers publish their counters after each batch: wait for the last.
-    let want = 2 * 2 * (PINGS + UDP_DATAGRAMS) as u64;
+    // of each echo, and of each reordered datagram and its echo. The workers publish their
+    // counters after each batch: wait for the last.
+    let want = 2 * 2 * (PINGS + 2 * UDP_DATAGRAMS) as u64;
     let passed = || -> u64 { dp.counters().iter().map(|w| w.fragments_passed).sum() };
     let _ = wait_until(Instant::now() + Duration::from_secs(5), || passed() >= want);
     assert!(
         passed() >= want,
         "later fragments passed: {} of {want}\n{:#?}",
         passed(),
+        dp.counters()
+    );
+    // Each reordered datagram's two later fragments came ahead of their first.
+    let held: u64 = dp.counters().iter().map(|w| w.fragments_held).sum();
+    assert!(
+        held >= 2 * UDP_DATAGRAMS as u64,
+        "later fragments held: {held}\n{:#?}",
         dp.counters()
     );
     drop(dp);
