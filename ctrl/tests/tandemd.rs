@@ -163,6 +163,22 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (bounded) until tandemd answers on `sock`; panics with its log
+    /// if it exits or does not answer within 20 s.
+    fn wait_ready(&mut self, sock: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tandemctl(sock, &["show", "version"]).0 != 0 {
+            if let Some(code) = self.wait_exit(Duration::from_millis(100)) {
+                panic!("tandemd exited {code:?} during start:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tandemd not ready:\n{}",
+                self.log()
+            );
+        }
+    }
+
     /// Poll until the process exits or `timeout` passes.
     fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
@@ -269,17 +285,7 @@ fn smoke(test: &str, backend: &str, unit_extra: &str, want_backend: &str) {
     let child = spawn_tandemd(&unit, &[], &cfg, &log);
     let mut d = Daemon { child, log };
 
-    // Ready when the control socket answers (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if tandemctl(&sock, &["show", "version"]).0 == 0 {
-            break;
-        }
-        if let Some(code) = d.wait_exit(Duration::from_millis(100)) {
-            panic!("tandemd exited {code:?} during start:\n{}", d.log());
-        }
-        assert!(Instant::now() < deadline, "tandemd not ready:\n{}", d.log());
-    }
+    d.wait_ready(&sock);
 
     let ping = client
         .cmd("ping")
@@ -482,13 +488,7 @@ fn tandemd_holds_the_profiles_cpu_latency_unless_the_unit_says_off() {
         let log = dir.path().join(format!("tandemd-{held}.log"));
         let child = spawn_tandemd(&unit, &[], &cfg, &log);
         let mut d = Daemon { child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tandemctl(&sock, &["show", "version"]).0 != 0 {
-            if let Some(code) = d.wait_exit(Duration::from_millis(100)) {
-                panic!("tandemd exited {code:?} during start:\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "tandemd not ready:\n{}", d.log());
-        }
+        d.wait_ready(&sock);
         let log = d.log();
         let holding = log.contains("holding a CPU wake-up latency request");
         assert_eq!(holding, held, "unit key {unit_key:?}:\n{log}");

@@ -101,11 +101,13 @@ fn packet_path_sweep_apply_and_bulk_allocate_nothing() {
         pkts.push((INSIDE, stray));
     }
     let conn = ConnRecordBytes::new();
+    let mut awaiting = 0u64;
     let before = allocs();
     for round in 0..3u64 {
         for (rx, p) in pkts.iter_mut() {
             let _ = steer(p, 4);
             let lk = s.lookup(round, *rx, p);
+            awaiting += u64::from(lk.awaiting_first().is_some());
             if lk.drop_reason().is_none() {
                 let out = lab_route(lk.route_dst());
                 let _ = s.commit(round, lk, out, p, &mut sink);
@@ -141,7 +143,9 @@ fn packet_path_sweep_apply_and_bulk_allocate_nothing() {
     // Round 0 follows each datagram's later fragment (which ends it); later rounds find the
     // first fragment rewritten (its datagram now leaves from the PAT address) and follow again.
     assert!(c.fragments_passed >= 50, "{}", c.fragments_passed);
-    assert!(c.drop_fragment >= 3 * 50, "{}", c.drop_fragment);
+    // The strays await a first that never comes: left to the forwarder (held, then dropped).
+    assert!(awaiting >= 3 * 50, "{awaiting}");
+    assert_eq!(c.drop_fragment, 0);
     assert!(sink.n > 0);
 }
 
