@@ -116,7 +116,11 @@ impl FragHold {
     }
 
     /// When the oldest held frame's time is up (ns), if anything is held.
+    /// Asked every loop iteration: nothing to scan in the common case.
     pub fn next_expiry(&self) -> Option<u64> {
+        if self.is_empty() {
+            return None;
+        }
         self.slots
             .iter()
             .filter(|s| s.since != 0)
@@ -130,14 +134,6 @@ impl FragHold {
             .slots
             .iter_mut()
             .find(|s| s.since != 0 && now.saturating_sub(s.since) >= HOLD_NS)?;
-        s.since = 0;
-        self.used -= 1;
-        Some(s.frame)
-    }
-
-    /// Takes any one held frame (the unit stopped forwarding: they all go).
-    pub fn take_any(&mut self) -> Option<Frame> {
-        let s = self.slots.iter_mut().find(|s| s.since != 0)?;
         s.since = 0;
         self.used -= 1;
         Some(s.frame)
@@ -193,15 +189,16 @@ mod tests {
     }
 
     #[test]
-    fn frames_expire_after_the_hold_time_and_all_go_on_demand() {
+    fn frames_expire_after_the_hold_time() {
         let mut h = FragHold::default();
         h.hold(1_000, key(1), frame(1), 0).unwrap();
         h.hold(2_000, key(2), frame(2), 0).unwrap();
         assert_eq!(h.take_expired(HOLD_NS), None);
         assert_eq!(h.take_expired(1_000 + HOLD_NS), Some(frame(1)));
         assert_eq!(h.take_expired(1_000 + HOLD_NS), None);
-        assert_eq!(h.take_any(), Some(frame(2)));
-        assert_eq!(h.take_any(), None);
+        assert_eq!(h.next_expiry(), Some(2_000 + HOLD_NS));
+        assert_eq!(h.take_expired(2_000 + HOLD_NS), Some(frame(2)));
         assert!(h.is_empty());
+        assert_eq!(h.next_expiry(), None);
     }
 }

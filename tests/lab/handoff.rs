@@ -115,6 +115,15 @@ const UDP_PORT: u16 = 5002;
 /// Bytes of each ping and UDP payload: three fragments at the veths' 1500-byte MTU.
 const BIG: usize = 3200;
 
+/// A UDP socket bound to `at` in `ns`, its reads bounded at 3 s.
+fn udp_socket(ns: &Netns, at: SocketAddrV4) -> std::net::UdpSocket {
+    let _in = ns.enter().expect("enter namespace");
+    let s = std::net::UdpSocket::bind(at).expect("udp bind");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    s
+}
+
 /// Datagrams larger than the MTU, fragmented by the sender's kernel, through the two workers and
 /// PAT both ways (`tandem_state::frag`; `Handoff::owner` sends later fragments, which carry no
 /// ports, to the worker their first went to): every ping is answered, every UDP datagram comes
@@ -145,14 +154,7 @@ fn fragmented_datagrams_cross_both_ways(client: &Netns, server_ns: &Netns) {
         "fragmented pings through PAT and two workers:\n{text}"
     );
 
-    let bind = |ns: &Netns, at: SocketAddrV4| {
-        let _in = ns.enter().expect("enter namespace");
-        let s = std::net::UdpSocket::bind(at).expect("udp bind");
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        s
-    };
-    let srv = bind(server_ns, SocketAddrV4::new(addr::INSIDE_SERVER, UDP_PORT));
+    let srv = udp_socket(server_ns, SocketAddrV4::new(addr::INSIDE_SERVER, UDP_PORT));
     std::thread::scope(|s| {
         let echo = s.spawn(|| {
             let mut buf = vec![0u8; 65_536];
@@ -168,7 +170,7 @@ fn fragmented_datagrams_cross_both_ways(client: &Netns, server_ns: &Netns) {
         let mut back = 0;
         for i in 0..UDP_DATAGRAMS {
             // A socket (a source port, a flow) each: a flow steers to either worker.
-            let cli = bind(client, SocketAddrV4::new(addr::OUTSIDE_CLIENT, 0));
+            let cli = udp_socket(client, SocketAddrV4::new(addr::OUTSIDE_CLIENT, 0));
             let sent: Vec<u8> = (0..BIG).map(|b| (b * 31 + i * 7) as u8).collect();
             cli.send_to(&sent, (addr::INSIDE_SERVER, UDP_PORT))
                 .expect("send");
@@ -262,16 +264,9 @@ fn reordered_fragments_cross(client: &Netns, unit_ns: &Netns, server_ns: &Netns)
         .map(|b| u8::from_str_radix(b, 16).expect("hex"))
         .collect();
     let mac: [u8; 6] = mac.try_into().expect("6 bytes");
-    let bind = |ns: &Netns, at: SocketAddrV4| {
-        let _in = ns.enter().expect("enter namespace");
-        let s = std::net::UdpSocket::bind(at).expect("udp bind");
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("timeout");
-        s
-    };
     let dport = UDP_PORT + 1;
-    let srv = bind(server_ns, SocketAddrV4::new(addr::INSIDE_SERVER, dport));
-    let cli = bind(client, SocketAddrV4::new(addr::OUTSIDE_CLIENT, 0));
+    let srv = udp_socket(server_ns, SocketAddrV4::new(addr::INSIDE_SERVER, dport));
+    let cli = udp_socket(client, SocketAddrV4::new(addr::OUTSIDE_CLIENT, 0));
     let sport = cli.local_addr().expect("bound").port();
     let raw = {
         let _in = client.enter().expect("enter namespace");

@@ -65,8 +65,9 @@
 //!
 //! * IPv4 fragments are not reassembled but followed ([`frag`]): a datagram's later fragments
 //!   pass, translated like its first, once the first has passed. A later fragment that arrives
-//!   before its first is dropped (`drop_fragment`), as are fragments of a datagram whose first
-//!   fragment was refused. Fragment entries are not replicated: a datagram in flight during a
+//!   before its first is left to the caller ([`Lookup::awaiting_first`]; the data plane holds it
+//!   until the first passes); fragments of a datagram whose first fragment was refused are
+//!   dropped (`drop_fragment`). Fragment entries are not replicated: a datagram in flight during a
 //!   failover loses its remaining fragments, and the sender's retransmission covers it.
 //! * Protocols other than TCP, UDP and ICMP echo are not tracked: they pass the stateless policy
 //!   check per packet (security levels / access rules, both directions), untranslated, and are not
