@@ -21,6 +21,7 @@ pub mod afxdp;
 #[cfg(target_os = "linux")]
 pub mod l2sock;
 pub mod mem;
+pub mod offload;
 pub mod pool;
 pub mod region;
 #[cfg(target_os = "linux")]
@@ -128,6 +129,12 @@ pub trait Backend: Send {
 
     /// Counters since open.
     fn stats(&self) -> BackendStats;
+
+    /// The flow-offload table this backend's kernel side forwards from,
+    /// when one was set up ([`offload`]).
+    fn flow_offload(&mut self) -> Option<&mut dyn offload::FlowOffload> {
+        None
+    }
 }
 
 /// Frame memory and ring sizing shared by the kernel backends (from the

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::offload::{FlowOffload, MemFlowTable};
 use crate::pool::FramePool;
 use crate::region::Region;
 use crate::{Backend, BackendStats, Frame, PortId};
@@ -23,6 +24,9 @@ pub struct MemBackend {
     pool: FramePool,
     ports: Vec<MemPort>,
     stats: BackendStats,
+    /// The kernel side's flow-offload table, when set: `inject` runs the
+    /// model of the XDP program first, as the kernel would.
+    flows: Option<MemFlowTable>,
 }
 
 impl MemBackend {
@@ -43,7 +47,21 @@ impl MemBackend {
                 })
                 .collect(),
             stats: BackendStats::default(),
+            flows: None,
         }
+    }
+
+    /// Gives this backend a flow-offload table: from now on a frame
+    /// [`MemBackend::inject`]ed that the table matches is rewritten and
+    /// queued for transmit on its egress port at once, as tandem's XDP
+    /// program does, and never seen by `rx_burst`.
+    pub fn set_flow_offload(&mut self, table: MemFlowTable) {
+        self.flows = Some(table);
+    }
+
+    /// The flow-offload table (to set its clock or read it in tests).
+    pub fn flow_table(&mut self) -> Option<&mut MemFlowTable> {
+        self.flows.as_mut()
     }
 
     fn slot(&self, addr: u64) -> usize {
@@ -63,9 +81,15 @@ impl MemBackend {
             return false;
         };
         let at = self.slot(f.addr);
-        self.mem.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes);
+        let frame = &mut self.mem.as_mut_slice()[at..at + bytes.len()];
+        frame.copy_from_slice(bytes);
         f.len = bytes.len() as u32;
-        self.ports[port].rx.push_back(f);
+        match self.flows.as_mut().and_then(|t| t.forward(port, frame)) {
+            // The fast path's redirect: straight to the egress, no ring limit.
+            Some(egress) if egress < self.ports.len() => self.ports[egress].tx.push_back(f),
+            Some(_) => self.pool.free(f.addr),
+            None => self.ports[port].rx.push_back(f),
+        }
         true
     }
 
@@ -172,6 +196,10 @@ impl Backend for MemBackend {
 
     fn stats(&self) -> BackendStats {
         self.stats
+    }
+
+    fn flow_offload(&mut self) -> Option<&mut dyn FlowOffload> {
+        self.flows.as_mut().map(|t| t as &mut dyn FlowOffload)
     }
 }
 

@@ -1,24 +1,28 @@
-//! The XDP side of one interface: the XSKMAP, tandem's redirect program and
-//! the BPF link that attaches it, plus removal of a stale netlink-attached
-//! program left behind by an earlier run.
+//! The XDP side of one interface: the XSKMAP, tandem's redirect program
+//! (optionally with the flow-offload fast path) and the BPF link that
+//! attaches it, plus removal of a stale netlink-attached program left
+//! behind by an earlier run.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{bpf, netlink, sys, XdpMode};
+use super::{bpf, netlink, sys, FlowMap, XdpMode};
 use crate::OpenError;
 
 /// Name of tandem's programs and maps as `bpftool`/`ip -d link` show them.
 const PROG_NAME: &str = "tandem_xsk";
+const OFFLOAD_PROG_NAME: &str = "tandem_xsk_fo";
 const MAP_NAME: &str = "tandem_xsks";
 
 /// tandem's redirect program and XSKMAP attached to one interface.
 ///
 /// The program runs `bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS)`:
 /// frames on a queue with a bound tandem socket go to it, all others
-/// continue into the kernel stack. Attached through a BPF link, so it
-/// detaches when this value drops (closing the link fd) and also when the
-/// process dies, even by SIGKILL.
+/// continue into the kernel stack. With a flow map
+/// ([`XdpAttachment::attach_with_offload`]) the program first forwards
+/// frames of offloaded flows itself (see [`crate::offload`]). Attached
+/// through a BPF link, so it detaches when this value drops (closing the
+/// link fd) and also when the process dies, even by SIGKILL.
 #[derive(Debug)]
 pub struct XdpAttachment {
     // Field order is drop order: the link first (detaches), then the
@@ -27,6 +31,9 @@ pub struct XdpAttachment {
     link: OwnedFd,
     prog: OwnedFd,
     map: OwnedFd,
+    /// The flow map the program reads, held so it outlives the attachment
+    /// even if the caller drops its handles.
+    flows: Option<FlowMap>,
     map_entries: u32,
     ifname: String,
     ifindex: u32,
@@ -60,6 +67,19 @@ impl XdpAttachment {
     /// process) is removed first, with a warning; one held by a live BPF
     /// link belongs to a running process and makes this fail.
     pub fn attach(ifname: &str, mode: XdpMode) -> Result<XdpAttachment, OpenError> {
+        Self::attach_with_offload(ifname, mode, None)
+    }
+
+    /// [`XdpAttachment::attach`], with the flow-offload fast path when
+    /// `flows` is given: the program looks up each eligible frame in the
+    /// map and forwards hits itself (`bpf_redirect` to the entry's egress
+    /// device); misses take the plain path to the AF_XDP socket. Several
+    /// attachments may share one map (entries are keyed by ingress ifindex).
+    pub fn attach_with_offload(
+        ifname: &str,
+        mode: XdpMode,
+        flows: Option<&FlowMap>,
+    ) -> Result<XdpAttachment, OpenError> {
         if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
             return Err(OpenError::Config(format!(
                 "interface name {ifname:?} must be 1 to {} bytes",
@@ -84,13 +104,9 @@ impl XdpAttachment {
         remove_stale(ifname, ifindex, link.xdp)?;
 
         let map = bpf::create_xskmap(map_entries, MAP_NAME).map_err(|e| os("create XSKMAP", e))?;
-        let insns = bpf::redirect_program(map.as_raw_fd());
-        let prog = bpf::load_xdp(&insns, PROG_NAME).map_err(|e| OpenError::Unsupported {
+        let prog = load_program(&map, flows).map_err(|why| OpenError::Unsupported {
             ifname: ifname.to_string(),
-            why: format!(
-                "loading the XDP redirect program failed: {}; verifier log: {}",
-                e.source, e.log
-            ),
+            why,
         })?;
 
         let attach_in = |m: XdpMode| bpf::link_create_xdp(prog.as_fd(), ifindex, mode_flags(m));
@@ -127,18 +143,40 @@ impl XdpAttachment {
                 }
             },
         };
-        tracing::info!(
-            ifname,
-            ifindex,
-            mode = mode_name(used),
-            requested = mode_name(mode),
-            queues = queue_count,
-            "XDP redirect program attached (BPF link; detaches on exit)"
-        );
+        if flows.is_some() {
+            tracing::info!(
+                ifname,
+                ifindex,
+                mode = mode_name(used),
+                requested = mode_name(mode),
+                queues = queue_count,
+                "XDP redirect program with flow offload attached (BPF link; detaches on exit)"
+            );
+            // veth takes a redirected frame only when its peer has NAPI;
+            // otherwise offloaded connections would be dropped, silently.
+            if sys::driver_name(ifname).is_ok_and(|d| d == "veth") {
+                tracing::warn!(
+                    ifname,
+                    "flow offload on a veth: the peer of every veth of this unit must have GRO on \
+                     (`ethtool -K PEER gro on`) or an XDP program, or the kernel drops the frames \
+                     the fast path redirects to it (tx_xdp_xmit_errors in `ethtool -S`)"
+                );
+            }
+        } else {
+            tracing::info!(
+                ifname,
+                ifindex,
+                mode = mode_name(used),
+                requested = mode_name(mode),
+                queues = queue_count,
+                "XDP redirect program attached (BPF link; detaches on exit)"
+            );
+        }
         Ok(XdpAttachment {
             link: link_fd,
             prog,
             map,
+            flows: flows.cloned(),
             map_entries,
             ifname: ifname.to_string(),
             ifindex,
@@ -185,6 +223,35 @@ impl XdpAttachment {
     pub fn prog_id(&self) -> Option<u32> {
         bpf::prog_id(self.prog.as_fd()).ok()
     }
+
+    /// The flow map the program forwards from, when attached with one.
+    pub fn flow_map(&self) -> Option<&FlowMap> {
+        self.flows.as_ref()
+    }
+}
+
+/// Assemble and load the program for `xsks` (and `flows`); the error says
+/// which program and carries the verifier's log.
+fn load_program(xsks: &OwnedFd, flows: Option<&FlowMap>) -> Result<OwnedFd, String> {
+    let (what, name, insns) = match flows {
+        None => (
+            "XDP redirect program",
+            PROG_NAME,
+            bpf::redirect_program(xsks.as_raw_fd()),
+        ),
+        Some(f) => (
+            "XDP flow-offload program",
+            OFFLOAD_PROG_NAME,
+            bpf::offload_program(xsks.as_raw_fd(), f.fd().as_raw_fd()),
+        ),
+    };
+    let insns = insns.map_err(|e| format!("assembling the {what} failed: {e}"))?;
+    bpf::load_xdp(&insns, name).map_err(|e| {
+        format!(
+            "loading the {what} failed: {}; verifier log: {}",
+            e.source, e.log
+        )
+    })
 }
 
 impl Drop for XdpAttachment {
@@ -270,12 +337,43 @@ pub mod testing {
     pub fn leak_netlink_program(ifname: &str, mode: XdpMode) -> Result<u32, OpenError> {
         let os = |what, e| OpenError::os(ifname, what, e);
         let ifindex = sys::if_nametoindex(ifname).map_err(|e| os("no such interface", e))?;
-        let prog = bpf::load_xdp(&bpf::pass_program(), "stale_pass")
+        let insns = bpf::pass_program().map_err(|e| OpenError::Config(e.to_string()))?;
+        let prog = bpf::load_xdp(&insns, "stale_pass")
             .map_err(|e| os("load XDP_PASS program", e.source))?;
         let id = bpf::prog_id(prog.as_fd()).map_err(|e| os("BPF_OBJ_GET_INFO_BY_FD", e))?;
         netlink::set_xdp_fd(ifindex, prog.as_raw_fd(), mode_flags(mode))
             .map_err(|e| os("attach through netlink (RTM_SETLINK)", e))?;
         Ok(id)
+    }
+
+    /// XDP verdicts as `test_run_xdp` returns them.
+    pub const XDP_PASS: u32 = sys::XDP_PASS as u32;
+    pub const XDP_REDIRECT: u32 = sys::XDP_REDIRECT as u32;
+
+    /// Load tandem's flow-offload program for `flows` (with an empty XSKMAP,
+    /// so frames it does not forward come back as `XDP_PASS`), unattached,
+    /// for [`test_run_xdp`]. The program keeps its maps alive.
+    pub fn load_offload_program(flows: &FlowMap) -> Result<OwnedFd, OpenError> {
+        let xsks =
+            bpf::create_xskmap(1, MAP_NAME).map_err(|e| OpenError::os("-", "create XSKMAP", e))?;
+        load_program(&xsks, Some(flows)).map_err(|why| OpenError::Unsupported {
+            ifname: "-".into(),
+            why,
+        })
+    }
+
+    /// Run an XDP program once on `frame` with `BPF_PROG_TEST_RUN`, as if
+    /// received on queue 0 of `ifindex` (a device in the calling thread's
+    /// namespace, e.g. `lo`); returns the verdict (`XDP_PASS` = 2,
+    /// `XDP_REDIRECT` = 4, ...) and the frame as the program left it.
+    /// Nothing is sent: a redirect is only recorded. The kernel refuses
+    /// frames shorter than 14 bytes (`EINVAL`).
+    pub fn test_run_xdp(
+        prog: BorrowedFd<'_>,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> io::Result<(u32, Vec<u8>)> {
+        bpf::test_run_xdp(prog, frame, ifindex)
     }
 
     /// Program ids attached to `ifname` per mode, as `(native, generic)`.

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use super::ring::ConsRing;
 use super::socket::{UmemReg, Xsk};
 use super::sys::{self, XdpDesc};
-use super::{XdpAttachment, ZeroCopy};
+use super::{FlowTable, XdpAttachment, ZeroCopy};
+use crate::offload::FlowOffload;
 use crate::pool::FramePool;
 use crate::region::Region;
 use crate::{Backend, BackendStats, Frame, FrameConfig, OpenError, PortId};
@@ -68,6 +69,8 @@ pub struct AfXdpBackend {
     zero_copy: bool,
     frame_size: u32,
     umem_len: u64,
+    /// The kernel fast path's table, when the attachments offload.
+    flows: Option<FlowTable>,
     umem: Region,
 }
 
@@ -347,6 +350,7 @@ impl AfXdpBackend {
             zero_copy,
             frame_size: frames.frame_size,
             umem_len,
+            flows: None,
             umem,
         };
         b.refill();
@@ -370,6 +374,14 @@ impl AfXdpBackend {
     /// Whether the sockets run zero-copy (as the kernel reports it).
     pub fn is_zero_copy(&self) -> bool {
         self.zero_copy
+    }
+
+    /// Hand the backend the flow-offload table its attachments' program
+    /// forwards from (a [`FlowTable`] of the map given to
+    /// `XdpAttachment::attach_with_offload`, with this backend's port
+    /// order); [`Backend::flow_offload`] returns it from then on.
+    pub fn set_flow_offload(&mut self, table: FlowTable) {
+        self.flows = Some(table);
     }
 
     /// Free frames in the pool (for leak checks in tests).
@@ -650,6 +662,10 @@ impl Backend for AfXdpBackend {
             rx_dropped: self.xdp_dropped.get(),
             ..self.stats
         }
+    }
+
+    fn flow_offload(&mut self) -> Option<&mut dyn FlowOffload> {
+        self.flows.as_mut().map(|t| t as &mut dyn FlowOffload)
     }
 }
 

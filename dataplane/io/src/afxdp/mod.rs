@@ -1,13 +1,26 @@
-//! AF_XDP backend: tandem's own XDP redirect program and XSKMAP
-//! ([`XdpAttachment`]), and XSK sockets sharing one UMEM ([`AfXdpBackend`]).
+//! AF_XDP backend: tandem's own XDP program and XSKMAP
+//! ([`XdpAttachment`]), XSK sockets sharing one UMEM ([`AfXdpBackend`]),
+//! and the kernel side of flow offload ([`FlowMap`], [`FlowTable`]).
 //!
 //! Pure Rust, no clang/libbpf/aya and no external tools at run time: the
-//! redirect program is six hand-assembled instructions loaded with raw
-//! `bpf()` calls and attached with a BPF link (which the kernel detaches when
-//! the process dies, even by SIGKILL); a stale netlink attachment left by an
-//! older run or another tool is removed with one `RTM_SETLINK`. See
-//! `../shared/PLATFORM.md` for what was verified on this kernel (copy mode
-//! only on veth, EBUSY on quick rebind, 32 frames per copy-mode TX kick).
+//! programs are built with a small in-tree assembler (`asm`) and loaded with
+//! raw `bpf()` calls, then attached with a BPF link (which the kernel
+//! detaches when the process dies, even by SIGKILL); a stale netlink
+//! attachment left by an older run or another tool is removed with one
+//! `RTM_SETLINK`. See `../shared/PLATFORM.md` for what was verified on this
+//! kernel (copy mode only on veth, EBUSY on quick rebind, 32 frames per
+//! copy-mode TX kick).
+//!
+//! Two programs:
+//! * the plain redirect program, five instructions (six slots):
+//!   `bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS)`;
+//! * with a [`FlowMap`] ([`XdpAttachment::attach_with_offload`]), the
+//!   flow-offload program (about 125 instructions): an eligible
+//!   IPv4 TCP/UDP frame that matches an entry is rewritten (MACs, NAT,
+//!   TTL, incremental checksums) and sent out with `bpf_redirect` without
+//!   waking a worker; everything else takes the plain program's path. Its
+//!   model is `offload::MemFlowTable::forward`, and `tests/offload_prog.rs`
+//!   checks the two agree byte for byte through `BPF_PROG_TEST_RUN`.
 //!
 //! Typical use, per worker (in the interfaces' network namespace):
 //!
@@ -23,8 +36,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Module map: `sys` (kernel ABI structs and syscall wrappers), `bpf`
-//! (program, map, link), `netlink` (stale-program cleanup, queue count),
+//! Module map: `sys` (kernel ABI structs and syscall wrappers), `asm` (the
+//! eBPF assembler), `bpf` (programs, maps, link, test runs), `flow` (the
+//! flow-offload map and table), `netlink` (stale-program cleanup, queue count),
 //! `ring` (shared-ring index arithmetic, tested against a model without the
 //! kernel), `socket` (one XSK: UMEM registration, ring mmap, bind),
 //! `attach` and `backend` (the public types). All `unsafe` of the backend
@@ -43,9 +57,11 @@
 //!   copy of the fd, and closing ours alone would detach only when that copy
 //!   goes away.
 
+mod asm;
 mod attach;
 mod backend;
 mod bpf;
+mod flow;
 mod netlink;
 mod ring;
 mod socket;
@@ -54,6 +70,7 @@ mod sys;
 pub use attach::testing;
 pub use attach::XdpAttachment;
 pub use backend::AfXdpBackend;
+pub use flow::{FlowMap, FlowTable};
 
 /// Which XDP attach mode to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -104,18 +104,30 @@ pub struct XdpDesc {
 
 pub const BPF_MAP_CREATE: libc::c_int = 0;
 pub const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
+pub const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 pub const BPF_PROG_LOAD: libc::c_int = 5;
+pub const BPF_PROG_TEST_RUN: libc::c_int = 10;
 pub const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
 pub const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 pub const BPF_LINK_CREATE: libc::c_int = 28;
 pub const BPF_LINK_DETACH: libc::c_int = 34;
+/// Hash maps support it since 5.14.
+pub const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_int = 21;
+pub const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type` value of `BPF_XDP`.
 pub const BPF_XDP: u32 = 37;
+/// Helper ids (`enum bpf_func_id`).
+pub const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+pub const BPF_FUNC_KTIME_GET_COARSE_NS: i32 = 160;
+pub const BPF_FUNC_REDIRECT: i32 = 23;
 pub const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 pub const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `BPF_MAP_UPDATE_ELEM` flag: create or replace.
+pub const BPF_ANY: u64 = 0;
 
 /// `XDP_FLAGS_*` (if_link.h): the attach mode of a program on a device.
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -124,6 +136,7 @@ pub const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
 
 /// XDP actions.
 pub const XDP_PASS: i32 = 2;
+pub const XDP_REDIRECT: i32 = 4;
 
 /// `union bpf_attr` for `BPF_MAP_CREATE` (up to `map_name`).
 #[repr(C)]
@@ -166,6 +179,59 @@ pub struct MapElemAttr {
     pub key: u64,
     pub value: u64,
     pub flags: u64,
+}
+
+/// `union bpf_attr` for `BPF_MAP_*_BATCH`.
+#[repr(C)]
+#[derive(Default)]
+pub struct MapBatchAttr {
+    /// Where to resume (NULL: from the start); for hash maps a bucket index.
+    pub in_batch: u64,
+    /// Output: where the next call resumes.
+    pub out_batch: u64,
+    pub keys: u64,
+    pub values: u64,
+    /// Input: room in `keys`/`values` (entries); output: entries filled.
+    pub count: u32,
+    pub map_fd: u32,
+    pub elem_flags: u64,
+    pub flags: u64,
+}
+
+/// `union bpf_attr` for `BPF_PROG_TEST_RUN` (through `batch_size`).
+#[repr(C)]
+#[derive(Default)]
+pub struct ProgTestRunAttr {
+    pub prog_fd: u32,
+    pub retval: u32,
+    pub data_size_in: u32,
+    /// Input: room in `data_out`; output: bytes written.
+    pub data_size_out: u32,
+    pub data_in: u64,
+    pub data_out: u64,
+    pub repeat: u32,
+    pub duration: u32,
+    pub ctx_size_in: u32,
+    pub ctx_size_out: u32,
+    pub ctx_in: u64,
+    pub ctx_out: u64,
+    pub flags: u32,
+    pub cpu: u32,
+    pub batch_size: u32,
+    /// Explicit tail padding (the union is 8-byte aligned); must be zero.
+    pub _pad: u32,
+}
+
+/// `struct xdp_md`: the XDP program's context, here as `ctx_in` of a test run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct XdpMd {
+    pub data: u32,
+    pub data_end: u32,
+    pub data_meta: u32,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
 }
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` (the common head).
@@ -247,6 +313,9 @@ pod!(
     MapCreateAttr,
     ProgLoadAttr,
     MapElemAttr,
+    MapBatchAttr,
+    ProgTestRunAttr,
+    XdpMd,
     LinkCreateAttr,
     LinkDetachAttr,
     GetFdByIdAttr,
@@ -291,6 +360,20 @@ pub fn bpf_fd<A: Pod>(cmd: libc::c_int, attr: &mut A) -> io::Result<OwnedFd> {
     // SAFETY: on success these commands return a fresh fd that nothing else
     // owns; wrapping it makes this value its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_coarse_ns` reads at tick resolution.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call; CLOCK_MONOTONIC
+    // always exists on Linux, so this cannot fail (it would leave ts zero).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 // ---- sockets --------------------------------------------------------------
@@ -389,11 +472,11 @@ struct IfReqData {
     _pad: [u8; 16],
 }
 
-/// RX queues the driver currently uses (`ethtool -l`: rx + combined), via
-/// `SIOCETHTOOL` on a socket in the calling thread's namespace. Unlike
-/// `/sys/class/net/IF/queues`, this sees the namespace a thread entered with
-/// `setns` (sysfs shows the namespace it was mounted in).
-pub fn rx_channels(ifname: &str) -> io::Result<u32> {
+/// One `SIOCETHTOOL` request on `ifname`, with `cmd` already set in the
+/// command struct `data` points to, from a socket in the calling thread's
+/// namespace. Unlike `/sys/class/net/IF/...`, this sees the namespace a
+/// thread entered with `setns` (sysfs shows the one it was mounted in).
+fn ethtool<T>(ifname: &str, data: &mut T) -> io::Result<()> {
     if ifname.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -401,20 +484,17 @@ pub fn rx_channels(ifname: &str) -> io::Result<u32> {
         ));
     }
     let sock = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
     let mut req = IfReqData {
         name: [0; libc::IFNAMSIZ],
-        data: (&mut ch as *mut EthtoolChannels).cast(),
+        data: (data as *mut T).cast(),
         _pad: [0; 16],
     };
     for (d, s) in req.name.iter_mut().zip(ifname.bytes()) {
         *d = s as libc::c_char;
     }
-    // SAFETY: `req` is a valid ifreq whose data pointer refers to `ch`, which
-    // lives on this stack frame for the call; the kernel writes only `ch`.
+    // SAFETY: `req` is a valid ifreq whose data pointer refers to `data`, a
+    // command struct of the size the kernel expects for its `cmd`, borrowed
+    // for the call; the kernel writes only within it.
     let rc = unsafe {
         libc::ioctl(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
@@ -425,7 +505,57 @@ pub fn rx_channels(ifname: &str) -> io::Result<u32> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// RX queues the driver currently uses (`ethtool -l`: rx + combined).
+pub fn rx_channels(ifname: &str) -> io::Result<u32> {
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    ethtool(ifname, &mut ch)?;
     Ok(ch.rx_count.saturating_add(ch.combined_count))
+}
+
+const ETHTOOL_GDRVINFO: u32 = 0x03;
+
+/// `struct ethtool_drvinfo`.
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// The device's driver name (`ethtool -i`: `veth`, `ixgbe`, ...).
+pub fn driver_name(ifname: &str) -> io::Result<String> {
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    ethtool(ifname, &mut info)?;
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 #[cfg(test)]
@@ -439,6 +569,12 @@ mod tests {
         assert_eq!(size_of::<MapCreateAttr>(), 7 * 4 + 16);
         assert_eq!(size_of::<ProgLoadAttr>(), 72);
         assert_eq!(size_of::<MapElemAttr>(), 32);
+        assert_eq!(size_of::<EthtoolDrvinfo>(), 196);
+        assert_eq!(size_of::<MapBatchAttr>(), 56);
+        assert_eq!(size_of::<ProgTestRunAttr>(), 80);
+        assert_eq!(std::mem::offset_of!(ProgTestRunAttr, ctx_in), 48);
+        assert_eq!(std::mem::offset_of!(ProgTestRunAttr, batch_size), 72);
+        assert_eq!(size_of::<XdpMd>(), 24);
         assert_eq!(size_of::<LinkCreateAttr>(), 16);
         assert_eq!(size_of::<GetFdByIdAttr>(), 12);
         assert_eq!(size_of::<InfoByFdAttr>(), 16);
