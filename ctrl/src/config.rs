@@ -50,6 +50,10 @@
 //! [failover]                      # optional: Active/Standby failover; keys in
 //! role = "primary"                #   [`crate::failover`], with the per-interface
 //! link_device = "fo0"             #   standby_address / virtual_mac_* / monitored
+//!
+//! [offload]                       # flow offload (AF_XDP, stateful mode; see OffloadSection)
+//! enable = false                  # default off, as on the appliance
+//! flows = 65536                   # fast-path entries, 1024..=4194304
 //! ```
 //!
 //! The commented examples `ctrl/examples/unit.toml` (standalone) and
@@ -149,6 +153,40 @@ pub struct ConfigFile {
     pub access_rules: Vec<crate::stateful_config::AccessRuleSection>,
     #[serde(default)]
     pub timeouts: Option<crate::stateful_config::TimeoutsSection>,
+    /// Flow offload (see [`OffloadSection`]).
+    #[serde(default)]
+    pub offload: Option<OffloadSection>,
+}
+
+/// `[offload]`: the appliance's flow offload. Established TCP connections
+/// and UDP flows are forwarded by tandem's XDP program from a table the
+/// workers fill (translation, checksums, TTL, MACs), without waking a
+/// worker; first packets, SYN/FIN/RST, fragments, IP options, ICMP and
+/// everything the table does not hold still go through the workers. AF_XDP
+/// backend and stateful mode only. Replicated to the mate like every
+/// section but `[unit]` and `[failover]`, so both units have the same flow
+/// offload mode, as the seeds require of a failover pair.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffloadSection {
+    /// Off by default, as on the appliance.
+    #[serde(default)]
+    pub enable: bool,
+    /// Fast-path entries (one per direction of a connection).
+    #[serde(default)]
+    pub flows: Option<u32>,
+}
+
+/// Default `[offload] flows`.
+pub const DEFAULT_OFFLOAD_FLOWS: u32 = 65_536;
+/// Range of `[offload] flows` (the kernel holds the table; 4 Mi entries is
+/// about half a gigabyte).
+pub const OFFLOAD_FLOWS: std::ops::RangeInclusive<u32> = 1024..=4_194_304;
+
+/// Validated `[offload]` when enabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffloadSettings {
+    pub flows: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -259,6 +297,8 @@ pub struct UnitConfig {
     pub failover: Option<FailoverSettings>,
     /// Stateful settings; `None`: the stateless router of issue 2.
     pub stateful: Option<crate::stateful_config::StatefulSettings>,
+    /// `[offload]` when enabled.
+    pub offload: Option<OffloadSettings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -462,6 +502,7 @@ impl ConfigFile {
             .as_ref()
             .and_then(|f| f.validate(profile, &devices, &mut p));
         let stateful = crate::stateful_config::validate(self, profile, &mut p);
+        let offload = self.validate_offload(&unit, stateful.is_some(), &mut p);
         if unit.realtime_priority > 0 && profile.run.idle == crate::profile::Idle::BusyPoll {
             // A busy-polling worker never blocks: at SCHED_FIFO it would keep
             // its core from the kernel's own threads, and RT throttling
@@ -485,7 +526,45 @@ impl ConfigFile {
             arp,
             failover,
             stateful,
+            offload,
         })
+    }
+
+    fn validate_offload(
+        &self,
+        unit: &Unit,
+        stateful: bool,
+        p: &mut Problems,
+    ) -> Option<OffloadSettings> {
+        let o = self.offload.as_ref()?;
+        let flows = o.flows.unwrap_or(DEFAULT_OFFLOAD_FLOWS);
+        if !OFFLOAD_FLOWS.contains(&flows) {
+            p.push(
+                "offload.flows",
+                format!(
+                    "{flows} is out of range {}..={}",
+                    OFFLOAD_FLOWS.start(),
+                    OFFLOAD_FLOWS.end()
+                ),
+            );
+        }
+        if !o.enable {
+            return None;
+        }
+        if !stateful {
+            p.push(
+                "offload.enable",
+                "flow offload needs stateful mode (see [unit] stateful): it offloads connections",
+            );
+        }
+        if unit.backend == BackendChoice::IoUring {
+            p.push(
+                "offload.enable",
+                "flow offload needs the AF_XDP backend (unit.backend = \"afxdp\" or \"auto\"): \
+                 its fast path is tandem's XDP program",
+            );
+        }
+        Some(OffloadSettings { flows })
     }
 
     fn validate_unit(&self, profile: &HwProfile, p: &mut Problems) -> Unit {
@@ -1022,6 +1101,54 @@ interface = "inside"
                 "after `{from}` → `{to}`:\n want {want}\n got\n{problems}"
             );
         }
+    }
+
+    #[test]
+    fn flow_offload_is_off_by_default_and_checked_when_on() {
+        assert_eq!(validate(GOOD).unwrap().offload, None);
+        let stateful = GOOD.replace("[unit]\n", "[unit]\nstateful = true\n");
+        let on = format!("{stateful}\n[offload]\nenable = true\n");
+        assert_eq!(
+            validate(&on).unwrap().offload,
+            Some(OffloadSettings {
+                flows: DEFAULT_OFFLOAD_FLOWS
+            })
+        );
+        let off = format!("{stateful}\n[offload]\nenable = false\nflows = 2048\n");
+        assert_eq!(validate(&off).unwrap().offload, None);
+        let cases: &[(String, &str)] = &[
+            (
+                format!("{stateful}\n[offload]\nenable = true\nflows = 10\n"),
+                "offload.flows: 10 is out of range 1024..=4194304",
+            ),
+            (
+                format!("{stateful}\n[offload]\nflows = 5000000\n"),
+                "offload.flows: 5000000 is out of range 1024..=4194304",
+            ),
+            (
+                format!("{GOOD}\n[offload]\nenable = true\n"),
+                "offload.enable: flow offload needs stateful mode (see [unit] stateful): it offloads connections",
+            ),
+            (
+                format!(
+                    "{}\n[offload]\nenable = true\n",
+                    stateful.replace("[unit]\n", "[unit]\nbackend = \"io_uring\"\n")
+                ),
+                "offload.enable: flow offload needs the AF_XDP backend (unit.backend = \"afxdp\" or \"auto\"): its fast path is tandem's XDP program",
+            ),
+        ];
+        for (text, want) in cases {
+            let problems = validate(text).unwrap_err();
+            assert_eq!(problems.0.len(), 1, "{problems}");
+            assert_eq!(problems.0[0].to_string(), *want);
+        }
+        let e = ConfigFile::parse(
+            &format!("{stateful}\n[offload]\nenabled = true\n"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `enabled`"), "{e}");
     }
 
     #[test]

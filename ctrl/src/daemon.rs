@@ -34,7 +34,7 @@ use tandem_dataplane::{
     ArpTimers, Counters, Dataplane, DataplaneConfig, IdleStrategy, InterfaceConfig, RouteConfig,
     RunConfig, SyncSettings, TableSizes, WorkerSpec,
 };
-use tandem_io::afxdp::{AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
+use tandem_io::afxdp::{AfXdpBackend, FlowMap, XdpAttachment, XdpMode, ZeroCopy};
 use tandem_io::uring::UringBackend;
 use tandem_io::{Backend, FrameConfig};
 
@@ -378,18 +378,35 @@ pub struct Backends {
 fn open_afxdp(cfg: &UnitConfig, p: &HwProfile) -> Result<Opened<Backends>, String> {
     let devices = cfg.devices();
     let frames = frame_config(p);
+    // Flow offload: one table for every device and worker (its key holds
+    // the receiving device), read by the XDP program of each device.
+    let flows = match cfg.offload {
+        Some(o) => Some(FlowMap::create(o.flows).map_err(|e| format!("flow offload: {e}"))?),
+        None => None,
+    };
     let mut attachments = Vec::with_capacity(devices.len());
     for d in &devices {
         attachments.push(
-            XdpAttachment::attach(d, xdp_mode(cfg.unit.xdp_mode)).map_err(|e| e.to_string())?,
+            XdpAttachment::attach_with_offload(d, xdp_mode(cfg.unit.xdp_mode), flows.as_ref())
+                .map_err(|e| e.to_string())?,
         );
     }
+    let ifindexes: Vec<u32> = attachments.iter().map(|a| a.ifindex()).collect();
     let mut workers: Vec<Box<dyn Backend>> = Vec::with_capacity(p.cores.workers.len());
     for w in 0..p.cores.workers.len() {
         let ports: Vec<(&XdpAttachment, u32)> = attachments.iter().map(|a| (a, w as u32)).collect();
-        let b = AfXdpBackend::open(&ports, &frames, zero_copy(cfg.unit.zero_copy))
+        let mut b = AfXdpBackend::open(&ports, &frames, zero_copy(cfg.unit.zero_copy))
             .map_err(|e| format!("worker {w} (queue {w}): {e}"))?;
+        if let Some(f) = &flows {
+            b.set_flow_offload(f.table(ifindexes.clone()));
+        }
         workers.push(Box::new(b));
+    }
+    if let (Some(o), Some(_)) = (cfg.offload, &flows) {
+        tracing::info!(
+            flows = o.flows,
+            "flow offload: established TCP and UDP connections are forwarded by the XDP program"
+        );
     }
     let modes: Vec<String> = attachments
         .iter()
@@ -525,6 +542,7 @@ impl ControlSource for Unit<'_> {
                     state: e.state.to_string(),
                     idle_ms: e.idle_ms,
                     replicated: e.replicated,
+                    offloaded: e.offloaded,
                 })
                 .collect(),
         })
@@ -870,6 +888,12 @@ fn run_inner(opts: &Options) -> Result<(), DaemonError> {
     })?;
     for f in &selected.fallbacks {
         tracing::warn!("{f}");
+    }
+    if cfg.offload.is_some() && selected.kind != BackendKind::AfXdp {
+        tracing::warn!(
+            backend = %selected.kind,
+            "flow offload is configured but needs the AF_XDP backend: every packet goes through the workers"
+        );
     }
     tracing::info!(backend = %selected.kind, "packet I/O: {}", selected.reason);
     let Backends {

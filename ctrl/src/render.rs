@@ -406,7 +406,7 @@ pub fn conns(v: &ConnsView) -> String {
         }
         let _ = writeln!(
             out,
-            "{} {} {}:{} {} {}:{}{xlate}, idle {}, {}{}",
+            "{} {} {}:{} {} {}:{}{xlate}, idle {}, {}{}{}",
             c.proto.to_uppercase(),
             c.in_if,
             c.src,
@@ -416,7 +416,8 @@ pub fn conns(v: &ConnsView) -> String {
             c.dport,
             hms(c.idle_ms),
             if c.state == "-" { "open" } else { &c.state },
-            if c.replicated { ", replicated" } else { "" }
+            if c.replicated { ", replicated" } else { "" },
+            if c.offloaded { ", offloaded" } else { "" }
         );
     }
     if (v.conns.len() as u64) < v.in_use {

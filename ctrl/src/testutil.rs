@@ -277,6 +277,7 @@ impl ControlSource for FakeSource {
                     state: "ESTABLISHED".into(),
                     idle_ms: 1500,
                     replicated: true,
+                    offloaded: true,
                 },
                 crate::api::ConnLine {
                     proto: "udp".into(),
@@ -293,6 +294,7 @@ impl ControlSource for FakeSource {
                     state: "-".into(),
                     idle_ms: 3_725_000,
                     replicated: false,
+                    offloaded: false,
                 },
             ],
         })

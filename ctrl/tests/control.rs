@@ -83,7 +83,7 @@ Packet I/O: afxdp-copy
     (
         "show conn",
         r#"2 in use, 1000 most used
-TCP outside 198.18.1.10:40000 inside 198.18.2.10:5001 xlate 198.18.2.1:61234, idle 0:00:01, ESTABLISHED, replicated
+TCP outside 198.18.1.10:40000 inside 198.18.2.10:5001 xlate 198.18.2.1:61234, idle 0:00:01, ESTABLISHED, replicated, offloaded
 UDP outside 198.18.1.10:5353 inside 198.18.1.100:53 real 198.18.2.10:53, idle 1:02:05, open
 "#,
     ),

@@ -174,6 +174,9 @@ pub struct ArpTable {
     per_hop: u32,
     timers: ArpTimers,
     next_sweep: Timestamp,
+    /// Bumped whenever a resolved neighbour goes or changes MAC: the flow
+    /// offload table has MACs baked in and is cleared then (`crate::offload`).
+    changes: u64,
 }
 
 fn key(port: PortId, ip: u32) -> u64 {
@@ -203,6 +206,7 @@ impl ArpTable {
             per_hop: per_hop as u32,
             timers,
             next_sweep: Timestamp::NEVER,
+            changes: 0,
         }
     }
 
@@ -341,6 +345,9 @@ impl ArpTable {
         }
         self.index[hole] = NONE;
         debug_assert_eq!(self.slab[i].held, 0);
+        if !self.slab[i].incomplete {
+            self.changes += 1;
+        }
         self.slab[i] = DEAD;
         self.free.push(i as u32);
         self.live -= 1;
@@ -439,6 +446,9 @@ impl ArpTable {
             None => return Learned::Ignored,
         };
         let e = &mut self.slab[i];
+        if !e.incomplete && e.mac != mac {
+            self.changes += 1;
+        }
         e.mac = mac;
         e.incomplete = false;
         e.confirmed = now;
@@ -489,6 +499,11 @@ impl ArpTable {
             }
         }
         self.next_sweep = next;
+    }
+
+    /// How many times a resolved neighbour went or changed MAC.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every live entry.

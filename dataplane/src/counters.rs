@@ -200,6 +200,20 @@ counters! {
     /// First fragments whose datagram the fragment table had no room to
     /// remember (passed; their later fragments are dropped).
     frag_table_full,
+    /// Flow-offload entries installed (one per direction of a connection).
+    offload_installed,
+    /// Flow-offload entries removed (connection closed or idle, cleared).
+    offload_removed,
+    /// Flow-offload installs the table refused (full): those connections
+    /// stay on the worker.
+    offload_refused,
+    /// Times this worker's flow-offload entries were all cleared (role,
+    /// ownership, neighbour or route change).
+    offload_cleared,
+    /// Flow-offload entries found without their connection, removed.
+    offload_stale,
+    /// Flow-offload table operations that failed otherwise (logged).
+    offload_errors,
     /// Dropped: TCP segment that is not a SYN and matches no connection.
     drop_tcp_no_conn,
     /// Dropped: TCP segment invalid for its connection's state.

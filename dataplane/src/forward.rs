@@ -65,8 +65,10 @@
 use std::net::Ipv4Addr;
 
 use crossbeam_channel::Sender;
+use tandem_io::offload::FlowOffload;
 use tandem_io::{Backend, Frame, PortId};
 use tandem_state::frag::{fragment, FragKey, Fragment};
+use tandem_state::Lookup;
 use tandem_wire::builder::{echo_reply_in_place, emit_arp_frame, IcmpError};
 use tandem_wire::ethernet::HEADER_LEN as ETH_LEN;
 use tandem_wire::icmpv4::{icmp_error_allowed, message, quote_len};
@@ -81,6 +83,7 @@ use crate::config::{is_unicast, mask, ArpTimers, ConfigError, DataplaneConfig};
 use crate::counters::{Counters, PortCounters};
 use crate::fraghold::{FragHold, HOLD_PER_DATAGRAM};
 use crate::handoff::Steer;
+use crate::offload::{Offload, Received};
 use crate::ownership::{InterfaceOwnership, Ownership, OwnershipError, Role, Subnet};
 use crate::punt::{InjectedFrame, PuntedFrame, ETHERTYPE_TANDEM};
 use crate::route::{RouteEntry, RouteTable};
@@ -186,6 +189,9 @@ pub struct Forwarder {
     /// Held fragments are being run again: one that still finds no first
     /// is dropped, not held again.
     releasing: bool,
+    /// Flow offload (`crate::offload`): set up at the first
+    /// [`Forwarder::sync_offload`], i.e. when the backend has a table.
+    offload: Option<Box<Offload>>,
 }
 
 impl Forwarder {
@@ -262,6 +268,7 @@ impl Forwarder {
             handoff: None,
             frag_hold: Box::default(),
             releasing: false,
+            offload: None,
         })
     }
 
@@ -435,6 +442,10 @@ impl Forwarder {
             ifc.addr = o.addr.map(u32::from);
         }
         self.role = role;
+        // MACs and the right to forward are baked into the fast path.
+        if let Some(o) = self.offload.as_deref_mut() {
+            o.request_clear();
+        }
         if announce {
             self.start_gratuitous_arp(now);
         } else {
@@ -621,6 +632,30 @@ impl Forwarder {
     /// `Dataplane` handle checks that). Does not allocate.
     pub fn replace_routes(&mut self, routes: &mut RouteTable) {
         std::mem::swap(&mut self.routes, routes);
+        if let Some(o) = self.offload.as_deref_mut() {
+            o.request_clear();
+        }
+    }
+
+    /// Flow offload, once per loop iteration (`crate::offload`): carries
+    /// out queued installs and removals on `table` and takes a scan step.
+    /// Without the stateful stage there is nothing to offload.
+    pub fn sync_offload(&mut self, now: Timestamp, table: &mut dyn FlowOffload) -> bool {
+        let Some(st) = self.stateful.as_deref_mut() else {
+            return false;
+        };
+        let shard_id = st.shard().shard_index();
+        let o = self
+            .offload
+            .get_or_insert_with(|| Box::new(Offload::new(shard_id)));
+        o.sync(now, self.arp.changes(), st.shard_mut(), table)
+    }
+
+    /// Adds the flow-offload counters to `c`.
+    pub fn merge_offload_counters(&self, c: &mut Counters) {
+        if let Some(o) = self.offload.as_deref() {
+            o.merge_into(c);
+        }
     }
 
     /// Every ARP entry, as of `now`.
@@ -1231,6 +1266,14 @@ impl Forwarder {
                 .icmp_error(now, rx_port, buf, len, e, false)
                 .into();
         }
+        // Flow offload: the header as received, when the fast path could
+        // take this direction's next packets.
+        let received = match (&stateful, &self.offload) {
+            (Some(lk), Some(_)) if lk.is_existing() && !lk.is_related() => {
+                Received::capture(&buf[ETH_LEN..len])
+            }
+            _ => None,
+        };
         // Stateful hook, phase 2: policy, connection create/update, NAT
         // rewrite in place, records. A refusal is counted by the shard.
         if let (Some(lk), Some(st)) = (stateful, self.stateful.as_deref_mut()) {
@@ -1246,6 +1289,9 @@ impl Forwarder {
                 eth.set_dst(MacAddr(mac));
                 eth.set_src(MacAddr(self.local.ifaces[egress].mac));
                 self.local.counters.forwarded += 1;
+                if let (Some(rx), Some(lk)) = (received, stateful) {
+                    self.offload_direction(&lk, rx_port, &rx, &buf[..len], egress, mac);
+                }
                 Verdict {
                     action: Action::Tx { port: egress, len },
                     resolved: None,
@@ -1259,6 +1305,40 @@ impl Forwarder {
                 len,
             }
             .into(),
+        }
+    }
+
+    /// Queues the install of the direction `frame` (as it leaves on
+    /// `egress`) belongs to, when the shard says it may be offloaded now.
+    fn offload_direction(
+        &mut self,
+        lk: &Lookup,
+        rx_port: PortId,
+        rx: &Received,
+        frame: &[u8],
+        egress: PortId,
+        dst_mac: [u8; 6],
+    ) {
+        let (Some(o), Some(st)) = (self.offload.as_deref_mut(), self.stateful.as_deref_mut())
+        else {
+            return;
+        };
+        let Some(r) = st.shard().offload_candidate(lk) else {
+            return;
+        };
+        let (rx_if, tx_if) = (&self.local.ifaces[rx_port], &self.local.ifaces[egress]);
+        if o.queue(
+            r,
+            rx_port,
+            rx,
+            rx_if.mac,
+            &frame[ETH_LEN..],
+            egress,
+            tx_if.mtu,
+            dst_mac,
+            tx_if.mac,
+        ) {
+            st.shard_mut().offload_mark(r);
         }
     }
 

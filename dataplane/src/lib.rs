@@ -29,6 +29,7 @@ pub mod forward;
 pub mod fraghold;
 mod handle;
 pub mod handoff;
+pub mod offload;
 pub mod ownership;
 pub mod punt;
 pub mod route;

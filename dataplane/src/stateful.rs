@@ -105,6 +105,8 @@ pub struct ConnEntry {
     pub state: &'static str,
     pub idle_ms: u64,
     pub replicated: bool,
+    /// Forwarded by the flow-offload fast path (some direction).
+    pub offloaded: bool,
 }
 
 /// Control-path requests to a worker's stateful stage (sent as
@@ -379,6 +381,11 @@ impl Stateful {
         &self.shard
     }
 
+    /// The shard, for the flow-offload glue (`crate::offload`).
+    pub fn shard_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
+
     /// Phase 1 (see `tandem_state::Shard::lookup`); `ip` is the datagram.
     #[inline]
     pub fn lookup(&mut self, now: Timestamp, rx_if: usize, ip: &[u8]) -> Lookup {
@@ -572,6 +579,7 @@ impl Stateful {
                             state: c.state,
                             idle_ms: c.idle_ms,
                             replicated: c.replicated,
+                            offloaded: c.offloaded,
                         });
                     }
                 });

@@ -198,6 +198,10 @@ impl BatchLoop {
         // Stateful stage (issue 4): inbound records, expiry sweep, bulk
         // step, replication flush deadline. Nothing without `state`.
         busy |= self.fwd.poll_stateful(now);
+        // Flow offload (`crate::offload`): installs, removals, a scan step.
+        if let Some(table) = backend.flow_offload() {
+            busy |= self.fwd.sync_offload(now, table);
+        }
         if !self.tx.is_empty() {
             let since = *self.tx_since.get_or_insert(now);
             // Flush at once when the receive queues came up short (nothing
@@ -245,6 +249,7 @@ impl BatchLoop {
         if let Some(st) = self.fwd.stateful() {
             st.merge_counters(&mut c);
         }
+        self.fwd.merge_offload_counters(&mut c);
         c
     }
 }

@@ -413,12 +413,64 @@ fn pat_connections_survive_sigkill_and_failover_back_and_forth() {
     if !have_privileges("pat_connections_survive_sigkill_and_failover_back_and_forth") {
         return;
     }
-    let n = conns();
+    survive_failovers(conns(), PAT, false);
+}
+
+/// Flow offload on both units: the workers create the connections, then
+/// tandem's XDP program forwards them. They must survive the same
+/// failovers: the killed unit's program goes with it, the new active unit
+/// offloads them again from its replicated state, and a unit that turns
+/// standby clears its fast path before it stops forwarding.
+#[test]
+fn offloaded_pat_connections_survive_sigkill_and_failover_back_and_forth() {
+    if !have_privileges("offloaded_pat_connections_survive_sigkill_and_failover_back_and_forth") {
+        return;
+    }
+    let extra = format!("{PAT}\n[offload]\nenable = true\n");
+    survive_failovers(conns().min(200), &extra, true);
+}
+
+/// Sum of a counter over a unit's workers (`show counters`).
+fn counter(u: &Unit, name: &str) -> u64 {
+    let c = u.ctl_json(&["show", "counters"]);
+    c["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .map(|w| w["counters"][name].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until `u` has installed at least `n` fast-path entries more than
+/// `since` (both directions of every connection carry data).
+fn wait_offloaded(u: &Unit, since: u64, n: u64, what: &str) {
+    let ok = wait_until(Instant::now() + SETTLE, || {
+        counter(u, "offload_installed") >= since + n
+    });
+    if ok.is_err() {
+        panic!(
+            "{what}: {} of {n} directions offloaded\n{}\n{}",
+            counter(u, "offload_installed") - since,
+            u.ctl(&["show", "counters"]),
+            u.log_tail()
+        );
+    }
+}
+
+/// `n` streaming TCP connections and a UDP flow through PAT (`extra`: the
+/// stateful keys) survive SIGKILL of the active, its restart and bulk sync,
+/// and three manual failovers.
+fn survive_failovers(n: usize, extra: &str, offload: bool) {
     let lab = PairLab::new().expect("lab");
     lab.wait_for_carrier(SETTLE).expect("carrier");
     lab.host_checksums_in_software().expect("ethtool");
-    let cfg_a = unit_config(PairConfig::primary(), PAT);
-    let cfg_b = unit_config(PairConfig::secondary(), PAT);
+    if offload {
+        lab.napi_on_unit_peers().expect("ethtool");
+    }
+    let cfg_a = unit_config(PairConfig::primary(), extra);
+    let cfg_b = unit_config(PairConfig::secondary(), extra);
     let mut a = start(&lab.unit_a, &cfg_a);
     wait_state(&a, "Active", None, "A alone");
     let mut b = start(&lab.unit_b, &cfg_b);
@@ -434,6 +486,13 @@ fn pat_connections_survive_sigkill_and_failover_back_and_forth() {
         wait_conns(&b, n as u64, "B before the kill");
         wait_tables_replicated(&a, &b, "B before the kill");
         let per_second = n as u64 * RATE_PER_CONN;
+        if offload {
+            wait_offloaded(&a, 0, 2 * n as u64, "A before the kill");
+            assert!(
+                a.ctl(&["show", "conn"]).contains(", offloaded"),
+                "show conn marks offloaded connections"
+            );
+        }
 
         println!(
             "udp: {} sent before the kill",
@@ -443,6 +502,9 @@ fn pat_connections_survive_sigkill_and_failover_back_and_forth() {
         wait_state(&b, "Active", None, "B after A was killed");
         wait_progress(&streams.progress, per_second, "after SIGKILL of A", &b);
         udp.wait_flowing(50, "after SIGKILL of A");
+        if offload {
+            wait_offloaded(&b, 0, 2 * n as u64, "B after the kill");
+        }
 
         // A restarts, becomes standby and gets every connection by bulk sync.
         a.daemon
@@ -468,6 +530,10 @@ fn pat_connections_survive_sigkill_and_failover_back_and_forth() {
                 conn_count(sb),
                 conn_count(act),
             );
+            let installed = [
+                counter(&a, "offload_installed"),
+                counter(&b, "offload_installed"),
+            ];
             let out = to.ctl(cmd);
             let (active, standby) = if cmd.len() == 2 { (&a, &b) } else { (&b, &a) };
             wait_state(
@@ -485,6 +551,14 @@ fn pat_connections_survive_sigkill_and_failover_back_and_forth() {
             );
             udp.wait_flowing(50, &format!("round {round}"));
             wait_conns(standby, n as u64, &format!("round {round}: standby"));
+            if offload {
+                let was = installed[usize::from(std::ptr::eq(active, &b))];
+                wait_offloaded(active, was, 2 * n as u64, &format!("round {round}"));
+                assert!(
+                    counter(standby, "offload_cleared") > 0,
+                    "round {round}: the unit that turned standby cleared its fast path"
+                );
+            }
         }
 
         streams.stop.store(true, Ordering::Relaxed);

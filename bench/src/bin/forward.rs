@@ -37,7 +37,7 @@ struct Cli {
     /// Offered load of the latency phase, frames per second.
     #[arg(long, default_value_t = 50_000, value_name = "PPS")]
     rate: u64,
-    /// Rows to run, comma separated (kernel, masquerade, pat, uring-pat, afxdp, io_uring;
+    /// Rows to run, comma separated (kernel, masquerade, pat, offload, uring-pat, afxdp, io_uring;
     /// default: all).
     #[arg(long, value_delimiter = ',', value_name = "ROWS")]
     rows: Vec<String>,
@@ -109,7 +109,7 @@ fn options(cli: &Cli) -> Result<Options, String> {
             .iter()
             .map(|r| {
                 RowKind::parse(r).ok_or_else(|| {
-                    format!("--rows: unknown row {r:?} (kernel, masquerade, pat, uring-pat, afxdp, io_uring)")
+                    format!("--rows: unknown row {r:?} (kernel, masquerade, pat, offload, uring-pat, afxdp, io_uring)")
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -78,6 +78,10 @@ pub enum RowKind {
     /// the client subnet to the unit's server-side address — the same work
     /// as [`RowKind::KernelMasquerade`].
     TandemAfXdpPat,
+    /// As [`RowKind::TandemAfXdpPat`], with flow offload (`[offload]`): the
+    /// connection is created by the worker, then its packets are translated
+    /// and forwarded by tandem's XDP program.
+    TandemAfXdpPatOffload,
     /// tandemd with `backend = "afxdp"`.
     TandemAfXdp,
     /// tandemd with `backend = "io_uring"`.
@@ -87,10 +91,11 @@ pub enum RowKind {
 }
 
 impl RowKind {
-    pub const ALL: [RowKind; 6] = [
+    pub const ALL: [RowKind; 7] = [
         RowKind::Kernel,
         RowKind::KernelMasquerade,
         RowKind::TandemAfXdpPat,
+        RowKind::TandemAfXdpPatOffload,
         RowKind::TandemIoUringPat,
         RowKind::TandemAfXdp,
         RowKind::TandemIoUring,
@@ -102,6 +107,7 @@ impl RowKind {
             RowKind::Kernel => "kernel",
             RowKind::KernelMasquerade => "kernel+conntrack+masquerade",
             RowKind::TandemAfXdpPat => "tandem afxdp+conntrack+PAT",
+            RowKind::TandemAfXdpPatOffload => "tandem afxdp+conntrack+PAT+offload",
             RowKind::TandemAfXdp => "tandem afxdp",
             RowKind::TandemIoUring => "tandem io_uring",
             RowKind::TandemIoUringPat => "tandem io_uring+conntrack+PAT",
@@ -119,6 +125,9 @@ impl RowKind {
                 "masquerade" | "nat" | "conntrack" => Some(RowKind::KernelMasquerade),
                 "afxdp" | "tandem-afxdp" => Some(RowKind::TandemAfXdp),
                 "pat" | "afxdp-pat" | "stateful" => Some(RowKind::TandemAfXdpPat),
+                "offload" | "pat-offload" | "afxdp-pat-offload" => {
+                    Some(RowKind::TandemAfXdpPatOffload)
+                }
                 "io_uring" | "io-uring" | "uring" | "tandem-io_uring" => {
                     Some(RowKind::TandemIoUring)
                 }
@@ -130,7 +139,9 @@ impl RowKind {
     /// The `unit.backend` value for tandem rows.
     pub fn tandem_backend(self) -> Option<&'static str> {
         match self {
-            RowKind::TandemAfXdp | RowKind::TandemAfXdpPat => Some("afxdp"),
+            RowKind::TandemAfXdp | RowKind::TandemAfXdpPat | RowKind::TandemAfXdpPatOffload => {
+                Some("afxdp")
+            }
             RowKind::TandemIoUring | RowKind::TandemIoUringPat => Some("io_uring"),
             _ => None,
         }
@@ -138,7 +149,15 @@ impl RowKind {
 
     /// tandemd rows that run the stateful stage with PAT.
     pub fn tandem_stateful(self) -> bool {
-        matches!(self, RowKind::TandemAfXdpPat | RowKind::TandemIoUringPat)
+        matches!(
+            self,
+            RowKind::TandemAfXdpPat | RowKind::TandemAfXdpPatOffload | RowKind::TandemIoUringPat
+        )
+    }
+
+    /// tandemd rows with flow offload on.
+    pub fn tandem_offload(self) -> bool {
+        self == RowKind::TandemAfXdpPatOffload
     }
 }
 

@@ -44,12 +44,14 @@ impl Tandemd {
         bins: &Binaries,
         profile_dir: &std::path::Path,
         stateful: bool,
+        offload: bool,
     ) -> Result<Tandemd, BenchError> {
         let dir = log_dir()?;
         let name = format!(
-            "bench-{}{}",
+            "bench-{}{}{}",
             backend.replace('_', "-"),
-            if stateful { "-pat" } else { "" }
+            if stateful { "-pat" } else { "" },
+            if offload { "-offload" } else { "" }
         );
         let socket = dir.join(format!("{}-{name}.sock", lab.unit.name()));
         let config = dir.join(format!("{}-{name}.toml", lab.unit.name()));
@@ -92,7 +94,12 @@ address = "{ins}/24"
 {in_level}
 [arp]
 reachable_s = 3600
-{nat}"#,
+{nat}{offload}"#,
+            offload = if offload {
+                "\n[offload]\nenable = true\n"
+            } else {
+                ""
+            },
             socket = socket.display(),
             out = addr::OUTSIDE_UNIT,
             ins = addr::INSIDE_UNIT,
@@ -235,6 +242,7 @@ fn counter_note(c: &BTreeMap<String, u64>) -> String {
         if *v > 0
             && (k.starts_with("drop_")
                 || k.starts_with("backend_rx_dropped")
+                || k.starts_with("offload_")
                 || k.ends_with("_failed"))
         {
             parts.push(format!("{k} {v}"));
@@ -317,6 +325,7 @@ impl RowLab {
                     bins,
                     &opts.profile_dir,
                     kind.tandem_stateful(),
+                    kind.tandem_offload(),
                 )?;
                 let (chosen, reason) = t.backend()?;
                 say(&format!(

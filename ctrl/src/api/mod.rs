@@ -594,6 +594,9 @@ pub struct ConnLine {
     pub idle_ms: u64,
     /// Replicated to the mate (HTTP only with `replication_http`).
     pub replicated: bool,
+    /// Forwarded by the flow-offload fast path (`flow_offload = true`).
+    #[serde(default)]
+    pub offloaded: bool,
 }
 
 /// `show conn`.

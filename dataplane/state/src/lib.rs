@@ -91,6 +91,7 @@ extern crate std;
 pub mod config;
 pub mod frag;
 pub mod hash;
+pub mod offload;
 pub mod records;
 pub mod sa;
 mod shard;
@@ -102,6 +103,7 @@ pub use config::{
     AccessRule, Action, Capacities, ConfigError, IfacePolicy, NatRule, Prefix, RuleProto,
     StateConfig, Timeouts,
 };
+pub use offload::{OffloadRef, OffloadRemoval};
 pub use records::{NullSink, RecordSink};
 pub use sa::{Cipher, Integrity, SaDirection, SaEntry, SaError, SaView};
 pub use shard::{BulkCursor, BulkProgress, ConnView, Lookup, Shard, SweepProgress, XlateView};

@@ -16,6 +16,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::config::{AccessRule, Action, IfacePolicy, NatRule, RuleProto, StateConfig};
 use crate::frag::{fragment, FragKey, FragTable, Fragment};
 use crate::hash::{self, Index, Keyed, Prng};
+use crate::offload::{OffloadRef, OffloadRemoval, REMOVALS_MAX};
 use crate::records::{
     self, ConnRecord, RecordSink, SaRecord, XlateRecord, CONN_FLAG_HTTP, CONN_FLAG_PAT, KIND_CONN,
     KIND_SA, KIND_XLATE, OP_DELETE, OP_UPSERT, XLATE_PAT,
@@ -28,6 +29,13 @@ const NONE: u32 = u32::MAX;
 const NS_PER_MS: u64 = 1_000_000;
 /// Internal connection flag: records are emitted for this connection.
 const F_REPL: u8 = 0x80;
+/// Internal connection flags: the forwarder installed the originating / return direction in the
+/// flow-offload table (`crate::offload`)...
+const F_OFF_ORIG: u8 = 0x10;
+const F_OFF_REPLY: u8 = 0x20;
+const F_OFF: u8 = F_OFF_ORIG | F_OFF_REPLY;
+/// ...or an install failed (table full): never offered again.
+const F_NO_OFFLOAD: u8 = 0x40;
 /// Random PAT port tries before `drop_pat_exhausted`. With `s` shards a try succeeds with
 /// probability ≈ free/s, so 128 tries fail with probability (1 - 1/16)^128 ≈ 0.03 % at 16 shards
 /// and an empty pool.
@@ -599,6 +607,8 @@ pub struct ConnView<'a> {
     pub idle_ms: u64,
     /// Records are emitted for it.
     pub replicated: bool,
+    /// Some direction of it is forwarded by the flow-offload fast path.
+    pub offloaded: bool,
 }
 
 /// A PAT xlate as `show xlate` prints it.
@@ -661,6 +671,11 @@ pub struct Shard {
     /// Where [`Shard::bulk_sweep`] is; `None` when no sweep is pending.
     bulk_sweep: Option<SweepCursor>,
     counters: StateCounters,
+    /// Fast-path entries to take out (`crate::offload`), drained by the forwarder.
+    offload_removals: Vec<OffloadRemoval>,
+    /// The removal queue overflowed or the tables were cleared: the forwarder must clear the
+    /// whole fast-path table of this shard.
+    offload_flush: bool,
 }
 
 /// Position of a pending bulk sweep: table (0 conns, 1 xlates, 2 SAs) and slot.
@@ -727,6 +742,8 @@ impl Shard {
             bulk_gen: 0,
             bulk_sweep: None,
             counters: StateCounters::default(),
+            offload_removals: Vec::with_capacity(REMOVALS_MAX),
+            offload_flush: false,
         })
     }
 
@@ -1011,6 +1028,7 @@ impl Shard {
             return;
         }
         self.emit_conn(idx, OP_DELETE, now, sink);
+        self.offload_remove(idx, false);
         self.conn_index_remove(idx);
         if c.xlate != NONE {
             self.xlate_release(c.xlate, now);
@@ -1508,6 +1526,10 @@ impl Shard {
             match tcp::step(st, from_orig, lk.flags) {
                 Step::Stay => {}
                 Step::To(n) => {
+                    if n != TcpState::Established {
+                        // The close is tracked packet by packet: off the fast path.
+                        self.offload_remove(idx, false);
+                    }
                     self.conns[idx as usize].state = n as u8;
                     self.conns[idx as usize].last_seen = now;
                     self.emit_conn(idx, OP_UPSERT, now, sink);
@@ -1640,7 +1662,10 @@ impl Shard {
                 continue;
             }
             let to = self.timeout_ns[Self::class_of(&c) as usize];
-            if now.saturating_sub(c.last_seen) >= to {
+            if now.saturating_sub(c.last_seen) >= to && c.flags & F_OFF != 0 {
+                // Its packets may be passing the fast path: ask first (`crate::offload`).
+                self.offload_remove(i as u32, true);
+            } else if now.saturating_sub(c.last_seen) >= to {
                 self.conn_delete(i as u32, now, sink);
                 expired += 1;
             } else if c.flags & F_REPL != 0
@@ -2306,6 +2331,7 @@ impl Shard {
                 state: TcpState::from_u8(c.state).map_or("-", TcpState::as_str),
                 idle_ms: ms(now.saturating_sub(c.last_seen)),
                 replicated: c.flags & F_REPL != 0,
+                offloaded: Self::offloaded(c),
             });
         }
     }
@@ -2335,6 +2361,9 @@ impl Shard {
     /// [`Shard::bulk_mark`] / [`Shard::bulk_sweep`], which lose nothing if the bulk aborts.
     pub fn clear(&mut self) {
         for (i, c) in self.conns.iter_mut().enumerate() {
+            if c.flags & F_OFF != 0 {
+                self.offload_flush = true;
+            }
             if c.orig.proto != 0 {
                 *c = Conn {
                     gen: c.gen,
@@ -2351,5 +2380,149 @@ impl Shard {
         }
         self.conn_index.clear();
         self.xlate_index.clear();
+    }
+}
+
+// ---------------------------------------------------------------- flow offload (`crate::offload`)
+
+impl Shard {
+    /// After a successful [`Shard::commit`] of `lk`: the direction to install in the fast-path
+    /// table now, if any. Only packets of an existing connection (not related ICMP errors), TCP
+    /// once ESTABLISHED and UDP from its second packet, each direction once.
+    pub fn offload_candidate(&self, lk: &Lookup) -> Option<OffloadRef> {
+        if lk.kind != Kind::Existing {
+            return None;
+        }
+        let c = self.conns.get(lk.idx as usize)?;
+        let dir = if lk.from_orig {
+            F_OFF_ORIG
+        } else {
+            F_OFF_REPLY
+        };
+        let ok = c.gen == lk.gen
+            && c.flags & (dir | F_NO_OFFLOAD) == 0
+            && match c.orig.proto {
+                P_TCP => c.state == TcpState::Established as u8,
+                P_UDP => true,
+                _ => false,
+            };
+        ok.then_some(OffloadRef {
+            conn: lk.idx,
+            gen: lk.gen,
+            from_orig: lk.from_orig,
+        })
+    }
+
+    fn offload_conn(&mut self, r: OffloadRef) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(r.conn as usize)
+            .filter(|c| c.gen == r.gen && c.orig.proto != 0)
+    }
+
+    /// The forwarder installed `r`'s direction.
+    pub fn offload_mark(&mut self, r: OffloadRef) {
+        let dir = if r.from_orig { F_OFF_ORIG } else { F_OFF_REPLY };
+        if let Some(c) = self.offload_conn(r) {
+            c.flags |= dir;
+        }
+    }
+
+    /// The install of `r` (marked) failed (table full): the connection stays on the worker.
+    pub fn offload_refused(&mut self, r: OffloadRef) {
+        let dir = if r.from_orig { F_OFF_ORIG } else { F_OFF_REPLY };
+        if let Some(c) = self.offload_conn(r) {
+            c.flags = (c.flags & !dir) | F_NO_OFFLOAD;
+        }
+    }
+
+    /// The fast path last forwarded a packet of connection `conn`/`gen` at `at` (the forwarder's
+    /// scan). `false` when the shard has no such offloaded direction (the connection went, or
+    /// was taken back): the entry is stale and must be removed.
+    pub fn offload_seen(&mut self, conn: u32, gen: u32, from_orig: bool, at: u64) -> bool {
+        let dir = if from_orig { F_OFF_ORIG } else { F_OFF_REPLY };
+        let r = OffloadRef {
+            conn,
+            gen,
+            from_orig,
+        };
+        match self.offload_conn(r) {
+            Some(c) if c.flags & dir != 0 => {
+                c.last_seen = c.last_seen.max(at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The entries of a retire ([`OffloadRemoval::retire`]) are out; the fast path last
+    /// forwarded one of its packets at `at` (`None`: never, or they were already gone).
+    pub fn offload_retired(&mut self, conn: u32, gen: u32, at: Option<u64>) {
+        let r = OffloadRef {
+            conn,
+            gen,
+            from_orig: true,
+        };
+        if let (Some(c), Some(at)) = (self.offload_conn(r), at) {
+            c.last_seen = c.last_seen.max(at);
+        }
+    }
+
+    /// Queues the removal of connection `idx`'s installed directions and forgets them.
+    fn offload_remove(&mut self, idx: u32, retire: bool) {
+        let c = &mut self.conns[idx as usize];
+        if c.flags & F_OFF == 0 {
+            return;
+        }
+        let flows = [
+            (c.flags & F_OFF_ORIG != 0).then_some((c.in_if, c.orig)),
+            (c.flags & F_OFF_REPLY != 0).then_some((c.out_if, c.xl.reverse())),
+        ];
+        let removal = OffloadRemoval {
+            conn: idx,
+            gen: c.gen,
+            flows,
+            retire,
+        };
+        if self.offload_removals.len() < REMOVALS_MAX {
+            c.flags &= !F_OFF;
+            self.offload_removals.push(removal);
+        } else if !retire {
+            // No room: the whole table goes (a retire simply waits for the next sweep).
+            c.flags &= !F_OFF;
+            self.offload_flush = true;
+        }
+    }
+
+    /// Removals queued since the last call, handed to `f` and dropped.
+    pub fn offload_removals(&mut self, mut f: impl FnMut(&OffloadRemoval)) {
+        for r in &self.offload_removals {
+            f(r);
+        }
+        self.offload_removals.clear();
+    }
+
+    /// True once when the forwarder must clear this shard's whole fast-path table (removals
+    /// overflowed, or the tables were cleared). Call [`Shard::offload_forget_all`] after.
+    pub fn offload_flush_needed(&mut self) -> bool {
+        core::mem::take(&mut self.offload_flush)
+    }
+
+    /// Every connection is off the fast path (its table was cleared: a role or ownership change,
+    /// a neighbour's new MAC, new routes). Walks the table: for rare events only.
+    pub fn offload_forget_all(&mut self) {
+        for c in self.conns.iter_mut() {
+            c.flags &= !F_OFF;
+        }
+        self.offload_removals.clear();
+    }
+
+    /// This shard's index among the unit's shards (its worker's).
+    pub fn shard_index(&self) -> u16 {
+        self.shard
+    }
+
+    /// Whether any direction of the connection is installed (for `show conn`).
+    fn offloaded(c: &Conn) -> bool {
+        c.flags & F_OFF != 0
     }
 }

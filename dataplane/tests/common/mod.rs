@@ -256,7 +256,7 @@ pub fn stateful_config(conns: u32) -> DataplaneConfig {
     cfg
 }
 
-/// A TCP segment between two hosts; `flags` holds any of `S`, `A`, `P`, `R`.
+/// A TCP segment between two hosts; `flags` holds any of `S`, `A`, `P`, `R`, `F`.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp(
     src_mac: [u8; 6],
@@ -282,6 +282,9 @@ pub fn tcp(
     }
     if flags.contains('R') {
         b = b.rst();
+    }
+    if flags.contains('F') {
+        b = b.fin();
     }
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, payload).unwrap();

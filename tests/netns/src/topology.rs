@@ -294,6 +294,18 @@ impl PairLab {
         Ok(())
     }
 
+    /// GRO on the switch's ends of both units' data veths. tandem's flow
+    /// offload redirects a frame from one of a unit's veths into another
+    /// (`bpf_redirect`), and veth takes a redirected frame only when the
+    /// receiving peer has NAPI: GRO on, or an XDP program (PLATFORM.md).
+    pub fn napi_on_unit_peers(&self) -> Result<(), LabError> {
+        ensure_tool("ethtool", "ethtool")?;
+        for port in ["aout", "bout", "ain", "bin"] {
+            self.switch.exec("ethtool", &["-K", port, "gro", "on"])?;
+        }
+        Ok(())
+    }
+
     /// TX checksum offload off on the client's and server's veths (see
     /// [`GatewayLab::host_checksums_in_software`]): TCP through tandem needs it.
     pub fn host_checksums_in_software(&self) -> Result<(), LabError> {
