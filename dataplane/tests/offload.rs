@@ -64,13 +64,7 @@ impl Unit {
         for f in frames {
             assert!(self.b.inject(port, f), "inject");
         }
-        self.bl.poll_once(self.now, &mut self.b);
-        self.bl.flush_tx(&mut self.b);
-        let mut out = [Vec::new(), Vec::new()];
-        for (port, o) in out.iter_mut().enumerate() {
-            self.b.drain_tx(port, |f| o.push(f.to_vec()));
-        }
-        out
+        poll_and_drain(&mut self.bl, &mut self.b, self.now)
     }
 
     fn rx(&mut self, port: usize, frames: &[Vec<u8>]) -> [Vec<Vec<u8>>; 2] {

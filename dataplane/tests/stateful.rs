@@ -82,13 +82,7 @@ impl Unit {
     /// Advances time by `dt`, runs one iteration, returns what went out.
     fn step(&mut self, dt: Duration) -> [Vec<Vec<u8>>; 2] {
         self.now = self.now + dt;
-        self.bl.poll_once(self.now, &mut self.b);
-        self.bl.flush_tx(&mut self.b);
-        let mut out = [Vec::new(), Vec::new()];
-        for (port, o) in out.iter_mut().enumerate() {
-            self.b.drain_tx(port, |f| o.push(f.to_vec()));
-        }
-        out
+        poll_and_drain(&mut self.bl, &mut self.b, self.now)
     }
 
     fn counters(&self) -> tandem_dataplane::Counters {

@@ -2,46 +2,16 @@
 //! in this test binary) watches seal → open of many frames, including rekey handshakes, replays
 //! and forgeries, all through caller-provided buffers.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use tandem_link::testutil::FakeNonces;
 use tandem_link::wire::DATA_HEADER_LEN;
 use tandem_link::{FailoverKey, IfName, LinkConfig, LinkKind, Received, SecureLink, Security};
 
-struct Counting;
-
-thread_local! {
-    // Const-initialised: reading it inside the allocator cannot allocate.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers every operation to `System` unchanged; the only addition is a thread-local
-// counter bump, which neither allocates nor unwinds.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as our caller's: layout is non-zero-sized.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr was returned by `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: ptr/layout come from `System.alloc`, per our caller's contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: tandem_alloc_count::Counting = tandem_alloc_count::Counting;
 
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+use tandem_alloc_count::allocs;
 
 type Link = SecureLink<FakeNonces>;
 

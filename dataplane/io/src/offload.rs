@@ -341,33 +341,34 @@ impl FlowOffload for MemFlowTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-    const U0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-    const U1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
-    const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+/// Test frames shared by the model's unit tests and the BPF program's
+/// tests (which must see the same bytes): one builder, one checksum.
+pub mod testing {
+    /// The sender (A), the unit's two ports (U0, U1) and the receiver (B).
+    pub const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+    pub const U0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+    pub const U1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+    pub const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
     /// A test datagram's header fields.
     #[derive(Clone, Debug)]
-    struct Pkt {
-        dmac: [u8; 6],
-        proto: u8,
-        src: [u8; 4],
-        dst: [u8; 4],
-        sport: u16,
-        dport: u16,
-        ttl: u8,
-        tcp_flags: u8,
-        frag: u16,
+    pub struct Pkt {
+        pub dmac: [u8; 6],
+        pub proto: u8,
+        pub src: [u8; 4],
+        pub dst: [u8; 4],
+        pub sport: u16,
+        pub dport: u16,
+        pub ttl: u8,
+        pub tcp_flags: u8,
+        pub frag: u16,
         /// UDP: send a checksum (else 0).
-        udp_csum: bool,
-        payload: Vec<u8>,
+        pub udp_csum: bool,
+        pub payload: Vec<u8>,
     }
 
-    fn tcp() -> Pkt {
+    /// A TCP PSH|ACK segment 198.18.0.2:40000 → 198.19.0.2:80 to `U0_MAC`.
+    pub fn tcp() -> Pkt {
         Pkt {
             dmac: U0_MAC,
             proto: 6,
@@ -383,7 +384,8 @@ mod tests {
         }
     }
 
-    fn udp() -> Pkt {
+    /// `tcp()` as a UDP datagram 5353 → 53.
+    pub fn udp() -> Pkt {
         Pkt {
             proto: 17,
             sport: 5353,
@@ -392,14 +394,16 @@ mod tests {
         }
     }
 
-    fn sum(data: &[u8], mut acc: u32) -> u32 {
+    /// Ones'-complement sum of `data` (big-endian words, odd tail padded) onto `acc`, unfolded.
+    pub fn sum(data: &[u8], mut acc: u32) -> u32 {
         for c in data.chunks(2) {
             acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
         }
         acc
     }
 
-    fn fold(mut s: u32) -> u16 {
+    /// Folds carries into 16 bits.
+    pub fn fold(mut s: u32) -> u16 {
         while s > 0xffff {
             s = (s & 0xffff) + (s >> 16);
         }
@@ -408,7 +412,7 @@ mod tests {
 
     /// Ones'-complement sum of the pseudo-header and L4 segment of an
     /// Ethernet/IPv4 (IHL 5) frame, checksum field included.
-    fn l4_sum(f: &[u8]) -> u16 {
+    pub fn l4_sum(f: &[u8]) -> u16 {
         let l4 = &f[34..];
         let mut pseudo = f[26..34].to_vec();
         pseudo.extend_from_slice(&[0, f[23]]);
@@ -416,7 +420,8 @@ mod tests {
         fold(sum(l4, sum(&pseudo, 0)))
     }
 
-    fn build(p: &Pkt) -> Vec<u8> {
+    /// The Ethernet/IPv4 frame of `p` from `A_MAC`, checksums filled in.
+    pub fn build(p: &Pkt) -> Vec<u8> {
         let mut f = Vec::new();
         f.extend_from_slice(&p.dmac);
         f.extend_from_slice(&A_MAC);
@@ -453,12 +458,19 @@ mod tests {
         f
     }
 
-    fn words(a: [u8; 4]) -> [u16; 2] {
+    /// An address as its two 16-bit words.
+    pub fn words(a: [u8; 4]) -> [u16; 2] {
         [
             u16::from_be_bytes([a[0], a[1]]),
             u16::from_be_bytes([a[2], a[3]]),
         ]
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
 
     /// The entry turning `p`'s flow (on port 0) into one with source `src`
     /// / `sport` and destination `dst` / `dport`, out of port 1, with the

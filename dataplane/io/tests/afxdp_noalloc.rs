@@ -5,10 +5,8 @@
 
 #![cfg(target_os = "linux")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,38 +14,8 @@ use tandem_io::afxdp::{AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
 use tandem_io::{Backend, Frame, FrameConfig};
 use tandem_netns::{have_privileges, veth, Netns};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counter on the side does not touch the memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: tandem_alloc_count::Counting = tandem_alloc_count::Counting;
 
 const N: usize = 3000;
 const WARMUP: usize = 200;
@@ -132,7 +100,7 @@ fn afxdp_steady_state_batches_allocate_nothing() {
     let mut watched_batches = 0usize;
     while total < N && Instant::now() < deadline {
         let watch = total >= WARMUP;
-        WATCHED.with(|w| w.set(watch));
+        tandem_alloc_count::watch(watch);
         let n = b.rx_burst(0, &mut batch);
         let mut k = 0;
         for f in &batch[..n] {
@@ -152,7 +120,7 @@ fn afxdp_steady_state_batches_allocate_nothing() {
         if n == 0 {
             b.wait(Duration::from_millis(2));
         }
-        WATCHED.with(|w| w.set(false));
+        tandem_alloc_count::watch(false);
         total += k;
         if watch {
             watched_frames += k;
@@ -167,7 +135,7 @@ fn afxdp_steady_state_batches_allocate_nothing() {
         "too little traffic to judge: {watched_frames} frames in {watched_batches} batches"
     );
     assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
+        tandem_alloc_count::watched_allocs(),
         0,
         "allocations during {watched_batches} steady-state batches ({watched_frames} frames)"
     );

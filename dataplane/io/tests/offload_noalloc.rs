@@ -5,46 +5,12 @@
 
 #![cfg(target_os = "linux")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use tandem_io::afxdp::FlowMap;
 use tandem_io::offload::{FlowMatch, FlowOffload, FlowOwner, FlowRewrite};
 use tandem_netns::have_privileges;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counter on the side does not touch the memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: tandem_alloc_count::Counting = tandem_alloc_count::Counting;
 
 fn flow(i: u32) -> FlowMatch {
     let b = i.to_be_bytes();
@@ -72,7 +38,7 @@ fn flow_table_operations_do_not_allocate() {
     };
     let mut visited = 0u64;
     let mut full_errors = 0;
-    WATCHED.with(|w| w.set(true));
+    tandem_alloc_count::watch(true);
     for round in 0..3u16 {
         for i in 0..600 {
             let owner = FlowOwner {
@@ -101,8 +67,8 @@ fn flow_table_operations_do_not_allocate() {
         let _ = t.clear(0).unwrap();
         let _ = t.clear(1).unwrap();
     }
-    WATCHED.with(|w| w.set(false));
-    assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "allocations");
+    tandem_alloc_count::watch(false);
+    assert_eq!(tandem_alloc_count::watched_allocs(), 0, "allocations");
     assert_eq!(full_errors, 3);
     assert!(visited >= 3 * 5 * 600, "visited {visited}");
 }

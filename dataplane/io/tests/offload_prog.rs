@@ -11,15 +11,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use tandem_io::afxdp::{testing, FlowMap, FlowTable};
+use tandem_io::offload::testing::*;
 use tandem_io::offload::{
     csum_addend, FlowMatch, FlowOffload, FlowOwner, FlowRewrite, FlowSeen, MemFlowTable,
 };
 use tandem_netns::have_privileges;
 
-const A_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
-const U0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-const U1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
-const B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const SNAT: [u8; 4] = [198, 19, 255, 1];
 /// Egress "device" of the test entries: `bpf_redirect` only records the
 /// ifindex in a test run, so it need not exist.
@@ -30,114 +27,6 @@ fn lo() -> u32 {
     let i = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
     assert!(i > 0, "no lo in this namespace");
     i
-}
-
-// ---- frames (the same builder as the model's unit tests) -------------------
-
-#[derive(Clone, Debug)]
-struct Pkt {
-    dmac: [u8; 6],
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-    ttl: u8,
-    tcp_flags: u8,
-    frag: u16,
-    udp_csum: bool,
-    payload: Vec<u8>,
-}
-
-fn tcp() -> Pkt {
-    Pkt {
-        dmac: U0_MAC,
-        proto: 6,
-        src: [198, 18, 0, 2],
-        dst: [198, 19, 0, 2],
-        sport: 40000,
-        dport: 80,
-        ttl: 64,
-        tcp_flags: 0x18,
-        frag: 0x4000,
-        udp_csum: true,
-        payload: b"hello, offload".to_vec(),
-    }
-}
-
-fn udp() -> Pkt {
-    Pkt {
-        proto: 17,
-        sport: 5353,
-        dport: 53,
-        ..tcp()
-    }
-}
-
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    for c in data.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    acc
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-fn l4_sum(f: &[u8]) -> u16 {
-    let l4 = &f[34..];
-    let mut pseudo = f[26..34].to_vec();
-    pseudo.extend_from_slice(&[0, f[23]]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    fold(sum(l4, sum(&pseudo, 0)))
-}
-
-fn build(p: &Pkt) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&p.dmac);
-    f.extend_from_slice(&A_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let l4_len = if p.proto == 6 { 20 } else { 8 } + p.payload.len();
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&((20 + l4_len) as u16).to_be_bytes());
-    f.extend_from_slice(&[0x12, 0x34]);
-    f.extend_from_slice(&p.frag.to_be_bytes());
-    f.extend_from_slice(&[p.ttl, p.proto, 0, 0]);
-    f.extend_from_slice(&p.src);
-    f.extend_from_slice(&p.dst);
-    let c = !fold(sum(&f[14..34], 0));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&p.sport.to_be_bytes());
-    f.extend_from_slice(&p.dport.to_be_bytes());
-    let at = if p.proto == 6 {
-        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0x50, p.tcp_flags, 0xff, 0xff]);
-        f.extend_from_slice(&[0, 0, 0, 0]);
-        50
-    } else {
-        f.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        40
-    };
-    f.extend_from_slice(&p.payload);
-    if p.proto == 6 || p.udp_csum {
-        let c = match !l4_sum(&f) {
-            0 if p.proto == 17 => 0xffff,
-            c => c,
-        };
-        f[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    }
-    f
-}
-
-fn words(a: [u8; 4]) -> [u16; 2] {
-    [
-        u16::from_be_bytes([a[0], a[1]]),
-        u16::from_be_bytes([a[2], a[3]]),
-    ]
 }
 
 fn flow_of(p: &Pkt) -> FlowMatch {

@@ -5,48 +5,15 @@
 
 #![cfg(target_os = "linux")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tandem_io::uring::UringBackend;
 use tandem_io::{Backend, Frame, FrameConfig};
 use tandem_netns::{have_privileges, veth, Netns};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    static WATCHED: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counter on the side does not touch the memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHED.with(|w| w.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: tandem_alloc_count::Counting = tandem_alloc_count::Counting;
 
 fn mac_str(m: [u8; 6]) -> String {
     m.iter()
@@ -109,7 +76,7 @@ fn uring_steady_state_batches_allocate_nothing() {
         }
         let watch = round > 0;
         let mut got = 0;
-        WATCHED.with(|w| w.set(watch));
+        tandem_alloc_count::watch(watch);
         while got < 32 && Instant::now() < until {
             let n = b.rx_burst(0, &mut batch);
             let mut k = 0;
@@ -139,13 +106,13 @@ fn uring_steady_state_batches_allocate_nothing() {
                 b.wait(Duration::from_millis(5));
             }
         }
-        WATCHED.with(|w| w.set(false));
+        tandem_alloc_count::watch(false);
         assert_eq!(got, 32, "round {round}");
         echoed += got;
     }
     assert_eq!(echoed, 20 * 32);
     assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
+        tandem_alloc_count::watched_allocs(),
         0,
         "allocations in steady-state batches"
     );

@@ -2,37 +2,10 @@
 //! buffer recycling run under a counting global allocator after warm-up (STYLE habit 8).
 //! The only test in this binary, so no other test's allocations are counted.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use tandem_sync::*;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates every call to `System` unchanged; only counts allocations.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` above with this `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `ptr`/`layout` came from this allocator (i.e. `System`); contract passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: tandem_alloc_count::Counting = tandem_alloc_count::Counting;
 
 const FRAME: usize = 1464;
 
@@ -102,12 +75,12 @@ fn steady_state_replication_allocates_nothing() {
         now += 200_000;
         round(now, r == 50, &mut pool);
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = tandem_alloc_count::allocs();
     for r in 0..2000 {
         now += 200_000;
         round(now, r % 97 == 5, &mut pool);
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = tandem_alloc_count::allocs();
     assert_eq!(after - before, 0, "allocations in steady state");
     assert!(rx.ready());
     assert!(delivered > 0);

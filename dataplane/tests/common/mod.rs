@@ -155,6 +155,21 @@ pub fn secs(s: f64) -> Timestamp {
     Timestamp::from_nanos((s * 1e9) as u64)
 }
 
+/// One run-loop iteration at `now`, then everything sent, drained per port.
+pub fn poll_and_drain(
+    bl: &mut tandem_dataplane::BatchLoop,
+    b: &mut MemBackend,
+    now: Timestamp,
+) -> [Vec<Vec<u8>>; 2] {
+    bl.poll_once(now, b);
+    bl.flush_tx(b);
+    let mut out = [Vec::new(), Vec::new()];
+    for (port, o) in out.iter_mut().enumerate() {
+        b.drain_tx(port, |f| o.push(f.to_vec()));
+    }
+    out
+}
+
 /// A forwarder over a two-port MemBackend, driven on simulated time.
 pub struct Rig {
     pub fwd: Forwarder,
