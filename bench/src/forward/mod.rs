@@ -4,7 +4,9 @@
 //! row, the Linux kernel (plain forwarding; with nftables conntrack +
 //! masquerade) and tandemd (AF_XDP; AF_XDP with connection tracking,
 //! security levels and PAT — the stateful counterpart of the masquerade row;
-//! io_uring), all measured in one run so the rows compare (DESIGN.md,
+//! the same with flow offload, where tandem's XDP program forwards the
+//! connection once the worker has created it; io_uring), all measured in
+//! one run so the rows compare (DESIGN.md,
 //! "Performance"). pktgen sends one UDP flow in every row, so the stateful
 //! rows carry exactly one connection each.
 //!
