@@ -38,7 +38,7 @@ use common::profile_dir;
 use tandem_ctrl::daemon::{dataplane_config, frame_config};
 use tandem_ctrl::profile::ProfileSearch;
 use tandem_dataplane::{Dataplane, WorkerSpec};
-use tandem_io::afxdp::{AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
+use tandem_io::afxdp::{AfXdpBackend, FlowMap, XdpAttachment, XdpMode, ZeroCopy};
 use tandem_io::uring::UringBackend;
 use tandem_io::Backend;
 use tandem_netns::daemon::{log_dir, wait_until};
@@ -88,6 +88,8 @@ fn two_worker_profile(dir: &std::path::Path, tag: &str) -> std::path::PathBuf {
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     AfXdp,
+    /// AF_XDP with flow offload: one flow table for both workers.
+    AfXdpOffload,
     IoUring,
 }
 
@@ -97,6 +99,18 @@ fn pat_connections_through_two_afxdp_workers_with_handoff() {
         return;
     }
     run(Kind::AfXdp);
+}
+
+/// Flow offload with two workers: each worker installs the connections its
+/// shard owns into the one shared table, whichever worker's queue their
+/// packets then arrive on, and the XDP program forwards them; handshakes,
+/// first packets and fragments still cross between the workers.
+#[test]
+fn offloaded_pat_connections_through_two_afxdp_workers() {
+    if !have_privileges("offloaded_pat_connections_through_two_afxdp_workers") {
+        return;
+    }
+    run(Kind::AfXdpOffload);
 }
 
 #[test]
@@ -313,6 +327,17 @@ fn run(backend: Kind) {
     veth_with_queues(&unit_ns, "in0", &server_ns, "s0", 2).expect("veth with 2 queues");
     host(&client, "c0", addr::OUTSIDE_CLIENT, addr::OUTSIDE_UNIT);
     host(&server_ns, "s0", addr::INSIDE_SERVER, addr::INSIDE_UNIT);
+    let offload = matches!(backend, Kind::AfXdpOffload);
+    if offload {
+        // The fast path redirects into the unit's veths, whose peers take
+        // a redirected frame only with NAPI (GRO on; PLATFORM.md).
+        client
+            .exec("ethtool", &["-K", "c0", "gro", "on"])
+            .expect("gro");
+        server_ns
+            .exec("ethtool", &["-K", "s0", "gro", "on"])
+            .expect("gro");
+    }
 
     let dir = log_dir().expect("log dir");
     let profile = two_worker_profile(dir, &format!("{backend:?}"));
@@ -341,7 +366,12 @@ real = "198.18.1.0/24"
 real_interface = "outside"
 mapped_interface = "inside"
 mapped = "interface"
-"#,
+{offload}"#,
+        offload = if offload {
+            "\n[offload]\nenable = true\n"
+        } else {
+            ""
+        },
         profile = profile.display(),
         socket = dir.join("fw2.sock").display(),
         out = addr::OUTSIDE_UNIT,
@@ -357,24 +387,35 @@ mapped = "interface"
         .collect();
     let dcfg = dataplane_config(cfg, p, &macs);
     assert!(dcfg.state.is_some(), "the stateful stage is on");
+    assert_eq!(cfg.offload.is_some(), offload);
     let frames = frame_config(p);
     // Opened inside the unit's namespace, as tandemd would be started there.
     let (backends, _attachments): (Vec<Box<dyn Backend>>, Vec<XdpAttachment>) = {
         let _in = unit_ns.enter().expect("enter unit ns");
         match backend {
-            Kind::AfXdp => {
+            Kind::AfXdp | Kind::AfXdpOffload => {
+                // As tandemd's open_afxdp does: one table for every device and worker.
+                let flows = cfg
+                    .offload
+                    .map(|o| FlowMap::create(o.flows).expect("flow table"));
                 let att: Vec<XdpAttachment> = ["out0", "in0"]
                     .iter()
-                    .map(|d| XdpAttachment::attach(d, XdpMode::Auto).expect("attach XDP"))
+                    .map(|d| {
+                        XdpAttachment::attach_with_offload(d, XdpMode::Auto, flows.as_ref())
+                            .expect("attach XDP")
+                    })
                     .collect();
+                let ifindexes: Vec<u32> = att.iter().map(|a| a.ifindex()).collect();
                 let b = (0..2u32)
                     .map(|q| {
                         let ports: Vec<(&XdpAttachment, u32)> =
                             att.iter().map(|a| (a, q)).collect();
-                        Box::new(
-                            AfXdpBackend::open(&ports, &frames, ZeroCopy::Auto)
-                                .expect("AF_XDP socket per queue"),
-                        ) as Box<dyn Backend>
+                        let mut b = AfXdpBackend::open(&ports, &frames, ZeroCopy::Auto)
+                            .expect("AF_XDP socket per queue");
+                        if let Some(f) = &flows {
+                            b.set_flow_offload(f.table(ifindexes.clone()));
+                        }
+                        Box::new(b) as Box<dyn Backend>
                     })
                     .collect();
                 (b, att)
@@ -481,6 +522,25 @@ mapped = "interface"
     }
     let created: u64 = workers.iter().map(|w| w.conn_created).sum();
     assert!(created >= CONNS as u64, "connections created: {created}");
+    if offload {
+        // Both directions of every connection, by the worker owning it;
+        // and the workers saw only part of the streams' frames.
+        let installed: u64 = workers.iter().map(|w| w.offload_installed).sum();
+        assert!(
+            installed >= 2 * CONNS as u64,
+            "offloaded directions: {}",
+            ctx()
+        );
+        for w in &workers {
+            assert!(
+                w.offload_installed > 0,
+                "worker {} offloaded nothing: {}",
+                w.worker,
+                ctx()
+            );
+            assert_eq!(w.offload_errors, 0, "{}", ctx());
+        }
+    }
 
     fragmented_datagrams_cross_both_ways(&client, &server_ns);
     reordered_fragments_cross(&client, &unit_ns, &server_ns);
