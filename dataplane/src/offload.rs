@@ -29,8 +29,12 @@ use crate::time::Timestamp;
 /// Installs queued between two syncs at most; a packet finding the queue
 /// full is simply not offloaded (a later one will be).
 const INSTALLS_MAX: usize = 256;
-/// Entries one scan step reads at most (one batch syscall).
-const SCAN_MAX: usize = 256;
+/// Entries one scan call reads at most (one batch syscall)...
+const SCAN_BATCH: usize = 256;
+/// ...and one scan step at most: with steps every [`SCAN_GAP_NS`], a
+/// worker reads at most 256 k entries a second, so a pass over a million
+/// entries takes about 4 s rather than the nominal second.
+const SCAN_STEP_MAX: usize = 10 * SCAN_BATCH;
 /// Scan steps are this far apart at least...
 const SCAN_GAP_NS: u64 = 10_000_000;
 /// ...and a whole pass over the table takes about this long.
@@ -156,7 +160,7 @@ impl Offload {
         Offload {
             shard,
             installs: Vec::with_capacity(INSTALLS_MAX),
-            stale: Vec::with_capacity(SCAN_MAX),
+            stale: Vec::with_capacity(SCAN_STEP_MAX),
             retired: Vec::with_capacity(REMOVALS_MAX),
             logged: 0,
             clear: false,
@@ -311,16 +315,31 @@ impl Offload {
         busy
     }
 
+    /// Entries in the whole table, estimated from this worker's: the
+    /// workers' shards split the connections evenly (`steer`).
+    fn table_estimate(&self, shards: u16) -> usize {
+        let mine = self
+            .counters
+            .installed
+            .saturating_sub(self.counters.removed);
+        usize::try_from(mine.saturating_mul(u64::from(shards.max(1)))).unwrap_or(usize::MAX)
+    }
+
     /// One step of the walk over the table: about a whole pass per
-    /// [`SCAN_PERIOD_NS`], at most [`SCAN_MAX`] entries at a time.
+    /// [`SCAN_PERIOD_NS`], at most [`SCAN_STEP_MAX`] entries at a time.
     fn scan(&mut self, now: u64, shard: &mut Shard, table: &mut dyn FlowOffload) -> bool {
         let dt = now.saturating_sub(self.last_scan);
         self.last_scan = now;
-        let due = (table.capacity() as u128 * u128::from(dt)) / u128::from(SCAN_PERIOD_NS);
-        let budget = (due as usize).clamp(1, SCAN_MAX);
+        let entries = self
+            .table_estimate(shard.shard_count())
+            .min(table.capacity());
+        let due = (entries as u128 * u128::from(dt)) / u128::from(SCAN_PERIOD_NS);
+        let mut budget = usize::try_from(due)
+            .unwrap_or(usize::MAX)
+            .clamp(1, SCAN_STEP_MAX);
         let mine = self.shard;
         let stale = &mut self.stale;
-        let r = table.scan(budget, &mut |s: &FlowSeen| {
+        let mut visit = |s: &FlowSeen| {
             if s.owner.shard != mine {
                 return;
             }
@@ -332,8 +351,22 @@ impl Offload {
             if !alive && stale.len() < stale.capacity() {
                 stale.push(s.flow);
             }
-        });
-        if let Err(e) = r {
+        };
+        let mut failed = None;
+        while budget > 0 {
+            let n = budget.min(SCAN_BATCH);
+            budget -= n;
+            match table.scan(n, &mut visit) {
+                // A pass ended: the next starts at the next step.
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
             self.error(now, "scan", &e);
         }
         let had = !self.stale.is_empty();

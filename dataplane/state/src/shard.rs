@@ -2521,6 +2521,11 @@ impl Shard {
         self.shard
     }
 
+    /// How many shards (workers) the unit has.
+    pub fn shard_count(&self) -> u16 {
+        self.shards
+    }
+
     /// Whether any direction of the connection is installed (for `show conn`).
     fn offloaded(c: &Conn) -> bool {
         c.flags & F_OFF != 0
