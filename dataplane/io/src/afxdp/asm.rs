@@ -448,181 +448,75 @@ mod tests {
     #[cfg(target_endian = "little")]
     fn instructions_encode_per_rfc9669() {
         // Opcodes from RFC 9669 Appendix A; dst in the low nibble.
-        assert_eq!(
-            one(|a| {
-                a.mov64_imm(R3, 2);
-            }),
-            [0xb7, 0x03, 0, 0, 2, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.mov64_reg(R6, R1);
-            }),
-            [0xbf, 0x16, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.add64_imm(R2, -24);
-            }),
-            [0x07, 0x02, 0, 0, 0xe8, 0xff, 0xff, 0xff]
-        );
-        assert_eq!(
-            one(|a| {
-                a.add64_reg(R1, R3);
-            }),
-            [0x0f, 0x31, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.sub64_imm(R1, 1);
-            }),
-            [0x17, 0x01, 0, 0, 1, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.and64_imm(R1, 0x3fff);
-            }),
-            [0x57, 0x01, 0, 0, 0xff, 0x3f, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.and64_reg(R1, R2);
-            }),
-            [0x5f, 0x21, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.or64_reg(R1, R2);
-            }),
-            [0x4f, 0x21, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.rsh64_imm(R3, 16);
-            }),
-            [0x77, 0x03, 0, 0, 16, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.lsh64_imm(R3, 8);
-            }),
-            [0x67, 0x03, 0, 0, 8, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.xor64_imm(R1, 0xffff);
-            }),
-            [0xa7, 0x01, 0, 0, 0xff, 0xff, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.xor64_reg(R1, R9);
-            }),
-            [0xaf, 0x91, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.neg64(R4);
-            }),
-            [0x87, 0x04, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.htobe(R1, 16);
-            }),
-            [0xdc, 0x01, 0, 0, 16, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.htole(R1, 32);
-            }),
-            [0xd4, 0x01, 0, 0, 32, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.ldx_b(R1, R7, 23);
-            }),
-            [0x71, 0x71, 23, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.ldx_h(R1, R7, 12);
-            }),
-            [0x69, 0x71, 12, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.ldx_w(R2, R1, 16);
-            }),
-            [0x61, 0x12, 16, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.ldx_dw(R0, R9, 56);
-            }),
-            [0x79, 0x90, 56, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.stx_b(R10, -8, R1);
-            }),
-            [0x73, 0x1a, 0xf8, 0xff, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.stx_h(R8, 0, R1);
-            }),
-            [0x6b, 0x18, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.stx_w(R10, -24, R1);
-            }),
-            [0x63, 0x1a, 0xe8, 0xff, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.stx_dw(R9, 56, R0);
-            }),
-            [0x7b, 0x09, 56, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.st_imm(Size::W, R10, -8, 0x1234);
-            }),
-            [0x62, 0x0a, 0xf8, 0xff, 0x34, 0x12, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.st_imm(Size::B, R10, -1, 7);
-            }),
-            [0x72, 0x0a, 0xff, 0xff, 7, 0, 0, 0]
-        );
-        // BPF_STX | BPF_ATOMIC | BPF_DW, imm = BPF_ADD.
-        assert_eq!(
-            one(|a| {
-                a.atomic_add_dw(R9, 64, R1);
-            }),
-            [0xdb, 0x19, 64, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.atomic_add_w(R9, 4, R1);
-            }),
-            [0xc3, 0x19, 4, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.call(23);
-            }),
-            [0x85, 0, 0, 0, 23, 0, 0, 0]
-        );
-        assert_eq!(
-            one(|a| {
-                a.exit();
-            }),
-            [0x95, 0, 0, 0, 0, 0, 0, 0]
-        );
+        type Case = (fn(&mut Asm), [u8; 8]);
+        let cases: &[Case] = &[
+            (|a| _ = a.mov64_imm(R3, 2), [0xb7, 0x03, 0, 0, 2, 0, 0, 0]),
+            (|a| _ = a.mov64_reg(R6, R1), [0xbf, 0x16, 0, 0, 0, 0, 0, 0]),
+            (
+                |a| _ = a.add64_imm(R2, -24),
+                [0x07, 0x02, 0, 0, 0xe8, 0xff, 0xff, 0xff],
+            ),
+            (|a| _ = a.add64_reg(R1, R3), [0x0f, 0x31, 0, 0, 0, 0, 0, 0]),
+            (|a| _ = a.sub64_imm(R1, 1), [0x17, 0x01, 0, 0, 1, 0, 0, 0]),
+            (
+                |a| _ = a.and64_imm(R1, 0x3fff),
+                [0x57, 0x01, 0, 0, 0xff, 0x3f, 0, 0],
+            ),
+            (|a| _ = a.and64_reg(R1, R2), [0x5f, 0x21, 0, 0, 0, 0, 0, 0]),
+            (|a| _ = a.or64_reg(R1, R2), [0x4f, 0x21, 0, 0, 0, 0, 0, 0]),
+            (|a| _ = a.rsh64_imm(R3, 16), [0x77, 0x03, 0, 0, 16, 0, 0, 0]),
+            (|a| _ = a.lsh64_imm(R3, 8), [0x67, 0x03, 0, 0, 8, 0, 0, 0]),
+            (
+                |a| _ = a.xor64_imm(R1, 0xffff),
+                [0xa7, 0x01, 0, 0, 0xff, 0xff, 0, 0],
+            ),
+            (|a| _ = a.xor64_reg(R1, R9), [0xaf, 0x91, 0, 0, 0, 0, 0, 0]),
+            (|a| _ = a.neg64(R4), [0x87, 0x04, 0, 0, 0, 0, 0, 0]),
+            (|a| _ = a.htobe(R1, 16), [0xdc, 0x01, 0, 0, 16, 0, 0, 0]),
+            (|a| _ = a.htole(R1, 32), [0xd4, 0x01, 0, 0, 32, 0, 0, 0]),
+            (|a| _ = a.ldx_b(R1, R7, 23), [0x71, 0x71, 23, 0, 0, 0, 0, 0]),
+            (|a| _ = a.ldx_h(R1, R7, 12), [0x69, 0x71, 12, 0, 0, 0, 0, 0]),
+            (|a| _ = a.ldx_w(R2, R1, 16), [0x61, 0x12, 16, 0, 0, 0, 0, 0]),
+            (
+                |a| _ = a.ldx_dw(R0, R9, 56),
+                [0x79, 0x90, 56, 0, 0, 0, 0, 0],
+            ),
+            (
+                |a| _ = a.stx_b(R10, -8, R1),
+                [0x73, 0x1a, 0xf8, 0xff, 0, 0, 0, 0],
+            ),
+            (|a| _ = a.stx_h(R8, 0, R1), [0x6b, 0x18, 0, 0, 0, 0, 0, 0]),
+            (
+                |a| _ = a.stx_w(R10, -24, R1),
+                [0x63, 0x1a, 0xe8, 0xff, 0, 0, 0, 0],
+            ),
+            (
+                |a| _ = a.stx_dw(R9, 56, R0),
+                [0x7b, 0x09, 56, 0, 0, 0, 0, 0],
+            ),
+            (
+                |a| _ = a.st_imm(Size::W, R10, -8, 0x1234),
+                [0x62, 0x0a, 0xf8, 0xff, 0x34, 0x12, 0, 0],
+            ),
+            (
+                |a| _ = a.st_imm(Size::B, R10, -1, 7),
+                [0x72, 0x0a, 0xff, 0xff, 7, 0, 0, 0],
+            ),
+            // BPF_STX | BPF_ATOMIC | BPF_DW, imm = BPF_ADD.
+            (
+                |a| _ = a.atomic_add_dw(R9, 64, R1),
+                [0xdb, 0x19, 64, 0, 0, 0, 0, 0],
+            ),
+            (
+                |a| _ = a.atomic_add_w(R9, 4, R1),
+                [0xc3, 0x19, 4, 0, 0, 0, 0, 0],
+            ),
+            (|a| _ = a.call(23), [0x85, 0, 0, 0, 23, 0, 0, 0]),
+            (|a| _ = a.exit(), [0x95, 0, 0, 0, 0, 0, 0, 0]),
+        ];
+        for (i, (emit, want)) in cases.iter().enumerate() {
+            assert_eq!(one(emit), *want, "case {i}");
+        }
     }
 
     #[test]
