@@ -20,7 +20,6 @@
 
 use tandem_io::offload::{csum_addend, FlowMatch, FlowOffload, FlowOwner, FlowRewrite, FlowSeen};
 use tandem_io::PortId;
-use tandem_state::offload::REMOVALS_MAX;
 use tandem_state::{FlowKey, OffloadRef, Shard};
 
 use crate::counters::Counters;
@@ -143,8 +142,6 @@ pub struct Offload {
     installs: Vec<Install>,
     /// Entries a scan step found stale, removed after it.
     stale: Vec<FlowMatch>,
-    /// Retires carried out in this sync, reported to the shard after.
-    retired: Vec<(u32, u32, Option<u64>)>,
     /// When a failure was last logged.
     logged: u64,
     /// This worker's entries must all go (role, ownership or route change).
@@ -161,17 +158,12 @@ impl Offload {
             shard,
             installs: Vec::with_capacity(INSTALLS_MAX),
             stale: Vec::with_capacity(SCAN_STEP_MAX),
-            retired: Vec::with_capacity(REMOVALS_MAX),
             logged: 0,
             clear: false,
             arp_changes: 0,
             last_scan: 0,
             counters: OffloadCounters::default(),
         }
-    }
-
-    pub fn counters(&self) -> OffloadCounters {
-        self.counters
     }
 
     /// Clear this worker's entries at the next sync.
@@ -281,9 +273,10 @@ impl Offload {
             busy = true;
         }
         self.installs.clear();
-        let (counters, retired) = (&mut self.counters, &mut self.retired);
+        let counters = &mut self.counters;
         let mut failed = None;
         shard.offload_removals(|r| {
+            busy = true;
             let mut seen: Option<u64> = None;
             for &(port, k) in r.flows.iter().flatten() {
                 match table.remove(&flow_match(port, &k)) {
@@ -296,16 +289,8 @@ impl Offload {
                     Err(e) => failed = Some(e),
                 }
             }
-            // Room for every removal the shard can queue (`REMOVALS_MAX`).
-            if r.retire && retired.len() < retired.capacity() {
-                retired.push((r.conn, r.gen, seen));
-            }
-            busy = true;
+            seen
         });
-        for &(conn, gen, at) in self.retired.iter() {
-            shard.offload_retired(conn, gen, at);
-        }
-        self.retired.clear();
         if let Some(e) = failed {
             self.error(now, "remove", &e);
         }

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use tandem_io::afxdp::{testing, AfXdpBackend, XdpAttachment, XdpMode, ZeroCopy};
 use tandem_io::{Backend, Frame, FrameConfig};
+use tandem_netns::sequdp::{count_arrivals, send_windows};
 use tandem_netns::{have_privileges, veth, Netns};
 
-const N: u32 = 1000;
-const WINDOW: u32 = 32;
+const N: usize = 1000;
+const WINDOW: usize = 32;
 const PEER_PORT: u16 = 40000;
 const UNIT_PORT: u16 = 40001;
 
@@ -59,52 +60,6 @@ fn echo_in_place(f: &mut [u8], l4: usize) {
     }
     f.swap(l4, l4 + 2);
     f.swap(l4 + 1, l4 + 3);
-}
-
-/// Send `N` numbered datagrams from `src` to `dst` in windows of `WINDOW`,
-/// waiting (bounded) for `seen` to catch up before the next window so the
-/// veth rings never overflow. Returns when done or after the deadline.
-fn send_windows(sock: &UdpSocket, dst: &str, seen: &AtomicUsize, deadline: Instant) {
-    let mut next = 0u32;
-    while next < N && Instant::now() < deadline {
-        let end = (next + WINDOW).min(N);
-        for seq in next..end {
-            let _ = sock.send_to(&seq.to_be_bytes(), dst);
-        }
-        next = end;
-        let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
-        while (seen.load(Ordering::Acquire) as u32) < end && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-/// Count distinct sequence numbers arriving on `sock` until `stop` or
-/// `deadline`; publishes the count in `seen`.
-fn count_arrivals(
-    sock: &UdpSocket,
-    seen: &AtomicUsize,
-    stop: &AtomicBool,
-    deadline: Instant,
-) -> usize {
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let mut got = vec![false; N as usize];
-    let mut buf = [0u8; 64];
-    let mut n = 0;
-    while n < N as usize && !stop.load(Ordering::Acquire) && Instant::now() < deadline {
-        if let Ok((len, _)) = sock.recv_from(&mut buf) {
-            if len == 4 {
-                let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                if seq < got.len() && !got[seq] {
-                    got[seq] = true;
-                    n += 1;
-                    seen.store(n, Ordering::Release);
-                }
-            }
-        }
-    }
-    n
 }
 
 /// Receive everything, free it, flush, until the pool is back at
@@ -181,11 +136,18 @@ fn echo_udp_through_afxdp_on_veth() {
                     let counter = s.spawn(|| {
                         // The clone's thread is outside the namespace, but the
                         // socket stays in the one it was created in.
-                        count_arrivals(&rx, &seen, &stop, deadline)
+                        count_arrivals(&rx, N, &seen, &stop, deadline).0
                     });
-                    send_windows(&sock, &format!("198.18.0.1:{UNIT_PORT}"), &seen, deadline);
+                    send_windows(
+                        &sock,
+                        &format!("198.18.0.1:{UNIT_PORT}"),
+                        N,
+                        WINDOW,
+                        &seen,
+                        deadline,
+                    );
                     let wait_until = (Instant::now() + Duration::from_secs(2)).min(deadline);
-                    while (seen.load(Ordering::Acquire) as u32) < N && Instant::now() < wait_until {
+                    while seen.load(Ordering::Acquire) < N && Instant::now() < wait_until {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     stop.store(true, Ordering::Release);
@@ -226,10 +188,7 @@ fn echo_udp_through_afxdp_on_veth() {
         }
     }
     let (got, _peer) = peer_thread.join().unwrap();
-    assert_eq!(
-        got, N as usize,
-        "peer saw {got} of {N} echoes ({echoed} echoed)"
-    );
+    assert_eq!(got, N, "peer saw {got} of {N} echoes ({echoed} echoed)");
     let stats = b.stats();
     assert!(stats.rx >= N as u64 && stats.tx >= N as u64, "{stats:?}");
     assert!(stats.syscalls > 0, "copy-mode TX needs kicks: {stats:?}");
@@ -286,7 +245,7 @@ fn two_ports_share_the_umem_and_forward_by_descriptor_move() {
                 let sock = UdpSocket::bind(("198.18.1.2", PEER_PORT)).unwrap();
                 bound.store(true, Ordering::Release);
                 let stop = AtomicBool::new(false);
-                count_arrivals(&sock, &seen, &stop, deadline)
+                count_arrivals(&sock, N, &seen, &stop, deadline).0
             };
             done.store(true, Ordering::Release);
             (got, bns)
@@ -303,7 +262,14 @@ fn two_ports_share_the_umem_and_forward_by_descriptor_move() {
             {
                 let _in_a = a.enter().unwrap();
                 let sock = UdpSocket::bind(("198.18.1.1", PEER_PORT)).unwrap();
-                send_windows(&sock, &format!("198.18.1.2:{PEER_PORT}"), &seen, deadline);
+                send_windows(
+                    &sock,
+                    &format!("198.18.1.2:{PEER_PORT}"),
+                    N,
+                    WINDOW,
+                    &seen,
+                    deadline,
+                );
             }
             a
         })
@@ -345,10 +311,7 @@ fn two_ports_share_the_umem_and_forward_by_descriptor_move() {
     }
     let (got, _bns) = receiver.join().unwrap();
     let _a = sender.join().unwrap();
-    assert_eq!(
-        got, N as usize,
-        "port-1 peer saw {got} of {N} ({moved} moved)"
-    );
+    assert_eq!(got, N, "port-1 peer saw {got} of {N} ({moved} moved)");
     assert_eq!(settle(&mut b, baseline), baseline, "frames leaked");
 }
 

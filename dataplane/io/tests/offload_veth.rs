@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tandem_io::afxdp::{testing, AfXdpBackend, FlowMap, XdpAttachment, XdpMode, ZeroCopy};
 use tandem_io::offload::{csum_addend, FlowMatch, FlowOwner, FlowRewrite};
 use tandem_io::{Backend, Frame, FrameConfig};
+use tandem_netns::sequdp::{count_arrivals, send_windows};
 use tandem_netns::{ensure_tool, have_privileges, veth, Netns};
 
 const N: usize = 300;
@@ -149,27 +150,8 @@ fn offloaded_udp_flow_is_forwarded_and_translated_by_the_kernel() {
                 let r = {
                     let _in_b = bns.enter().unwrap();
                     let sock = UdpSocket::bind(("198.19.0.2", B_PORT)).unwrap();
-                    sock.set_read_timeout(Some(Duration::from_millis(20)))
-                        .unwrap();
                     bound.store(true, Ordering::Release);
-                    let mut got = vec![false; N];
-                    let mut from = None::<SocketAddr>;
-                    let mut buf = [0u8; 64];
-                    let mut n = 0;
-                    while n < N && Instant::now() < deadline {
-                        if let Ok((len, peer)) = sock.recv_from(&mut buf) {
-                            from = Some(peer);
-                            if len == 4 {
-                                let s = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                                if s < N && !got[s] {
-                                    got[s] = true;
-                                    n += 1;
-                                    seen.store(n, Ordering::Release);
-                                }
-                            }
-                        }
-                    }
-                    (n, from)
+                    count_arrivals(&sock, N, &seen, &AtomicBool::new(false), deadline)
                 };
                 (r, bns)
             })
@@ -183,18 +165,7 @@ fn offloaded_udp_flow_is_forwarded_and_translated_by_the_kernel() {
                 {
                     let _in_a = a.enter().unwrap();
                     let sock = UdpSocket::bind(("198.18.0.2", A_PORT)).unwrap();
-                    let mut next = 0;
-                    while next < N && Instant::now() < deadline {
-                        let end = (next + WINDOW).min(N);
-                        for s in next..end {
-                            let _ = sock.send_to(&(s as u32).to_be_bytes(), "198.19.0.2:7000");
-                        }
-                        next = end;
-                        let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
-                        while seen.load(Ordering::Acquire) < end && Instant::now() < until {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
+                    send_windows(&sock, "198.19.0.2:7000", N, WINDOW, &seen, deadline);
                 }
                 a
             })

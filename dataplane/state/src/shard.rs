@@ -2493,10 +2493,16 @@ impl Shard {
         }
     }
 
-    /// Removals queued since the last call, handed to `f` and dropped.
-    pub fn offload_removals(&mut self, mut f: impl FnMut(&OffloadRemoval)) {
-        for r in &self.offload_removals {
-            f(r);
+    /// Removals queued since the last call, handed to `f` and dropped. `f` takes the entries
+    /// out and returns when the fast path last forwarded one of their packets (`None`: never, or
+    /// they were gone); for a retire that is fed back as [`Shard::offload_retired`] does.
+    pub fn offload_removals(&mut self, mut f: impl FnMut(&OffloadRemoval) -> Option<u64>) {
+        for i in 0..self.offload_removals.len() {
+            let r = self.offload_removals[i];
+            let at = f(&r);
+            if r.retire {
+                self.offload_retired(r.conn, r.gen, at);
+            }
         }
         self.offload_removals.clear();
     }

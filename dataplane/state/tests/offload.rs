@@ -18,7 +18,10 @@ fn go(s: &mut Shard, now: u64, rx_if: u16, ip: &mut [u8]) -> Lookup {
 
 fn removals(s: &mut Shard) -> Vec<OffloadRemoval> {
     let mut v = Vec::new();
-    s.offload_removals(|r| v.push(*r));
+    s.offload_removals(|r| {
+        v.push(*r);
+        None
+    });
     v
 }
 

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 pub mod daemon;
 pub mod pair;
+pub mod sequdp;
 pub mod streams;
 pub mod topology;
 

@@ -143,15 +143,16 @@ impl XdpAttachment {
                 }
             },
         };
+        tracing::info!(
+            ifname,
+            ifindex,
+            mode = mode_name(used),
+            requested = mode_name(mode),
+            queues = queue_count,
+            flow_offload = flows.is_some(),
+            "XDP redirect program attached (BPF link; detaches on exit)"
+        );
         if flows.is_some() {
-            tracing::info!(
-                ifname,
-                ifindex,
-                mode = mode_name(used),
-                requested = mode_name(mode),
-                queues = queue_count,
-                "XDP redirect program with flow offload attached (BPF link; detaches on exit)"
-            );
             // veth takes a redirected frame only when its peer has NAPI;
             // otherwise offloaded connections would be dropped, silently.
             if sys::driver_name(ifname).is_ok_and(|d| d == "veth") {
@@ -162,15 +163,6 @@ impl XdpAttachment {
                      the fast path redirects to it (tx_xdp_xmit_errors in `ethtool -S`)"
                 );
             }
-        } else {
-            tracing::info!(
-                ifname,
-                ifindex,
-                mode = mode_name(used),
-                requested = mode_name(mode),
-                queues = queue_count,
-                "XDP redirect program attached (BPF link; detaches on exit)"
-            );
         }
         Ok(XdpAttachment {
             link: link_fd,
